@@ -1,0 +1,14 @@
+"""diffedu: the small PyTorch package behind the diffusion-models course.
+
+One module per idea, in course order: schedule -> corrupt -> denoise -> sample -> guide.
+``import diffedu as dd`` gives the helpers every lesson uses; the bigger pieces are
+imported where they are taught (``from diffedu import unet``, ``from diffedu.text import ...``).
+"""
+from . import check, checkpoints, data, forward, plot, runtime, samplers, schedules, toy, widgets
+from .check import check as check_answer, expect
+from .checkpoints import card_summary, load_checkpoint, load_into, save_checkpoint
+from .forward import q_posterior, q_sample, q_step, x0_from_eps, eps_from_x0
+from .runtime import banner, get_device, seed_everything
+from .schedules import NoiseSchedule
+
+__version__ = "0.1.0"

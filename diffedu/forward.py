@@ -1,0 +1,74 @@
+r"""The forward (noising) process q and its closed forms.
+
+One step (Ho et al., 2020, eq. 2):
+
+.. math::  q(x_t \mid x_{t-1}) = \mathcal N\big(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big)
+
+Many steps at once (eq. 4), because Gaussians compose:
+
+.. math::  q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),
+           \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon
+
+The posterior given x_0 is Gaussian too (eqs. 6-7):
+
+.. math::  q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I),\quad
+   \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t} x_0
+               + \frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t} x_t,\quad
+   \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t
+
+All functions take ``t`` as an int or a LongTensor of shape (B,) with values in the
+schedule's range (see :mod:`diffedu.schedules`).
+"""
+import torch
+
+from .schedules import NoiseSchedule
+
+
+def _noise_like(x, generator):
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+
+
+def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule, eps=None, generator=None):
+    """Jump straight to step t: ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``.
+
+    Returns ``(x_t, eps)`` so that a training loop can regress eps.
+    """
+    eps = _noise_like(x0, generator) if eps is None else eps
+    if eps.shape != x0.shape:
+        raise ValueError(f"eps has shape {tuple(eps.shape)} but x0 has shape {tuple(x0.shape)}")
+    ab = schedule.at(schedule.alpha_bar, t, x0)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eps
+
+
+def q_step(x_prev: torch.Tensor, t, schedule: NoiseSchedule, generator=None) -> torch.Tensor:
+    """One step of the chain: ``x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z`` (t >= 1)."""
+    beta = schedule.at(schedule.betas, t, x_prev)
+    return (1 - beta).sqrt() * x_prev + beta.sqrt() * _noise_like(x_prev, generator)
+
+
+def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t, schedule: NoiseSchedule):
+    """Mean and variance of ``q(x_{t-1} | x_t, x0)`` (eqs. 6-7 of the DDPM paper); needs t >= 1."""
+    if x0.shape != x_t.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and x_t {tuple(x_t.shape)} must have the same shape")
+    t = schedule.check_t(t)
+    if (t < 1).any():
+        raise ValueError("the posterior q(x_{t-1} | x_t, x0) needs t >= 1")
+    beta, alpha = schedule.at(schedule.betas, t, x_t), schedule.at(schedule.alphas, t, x_t)
+    ab, ab_prev = schedule.at(schedule.alpha_bar, t, x_t), schedule.at(schedule.alpha_bar, t - 1, x_t)
+    mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + (alpha.sqrt() * (1 - ab_prev) / (1 - ab)) * x_t
+    var = (1 - ab_prev) / (1 - ab) * beta
+    return mean, var
+
+
+def x0_from_eps(x_t: torch.Tensor, t, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Invert the closed form: ``x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)``."""
+    ab = schedule.at(schedule.alpha_bar, t, x_t)
+    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def eps_from_x0(x_t: torch.Tensor, t, x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """The noise that takes x0 to x_t: ``eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)``."""
+    ab = schedule.at(schedule.alpha_bar, t, x_t)
+    return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()

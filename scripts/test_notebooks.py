@@ -1,0 +1,58 @@
+"""Run every lesson notebook under nbval, one fresh kernel each, and print a table of
+wall time and peak memory per notebook.
+
+    python scripts/test_notebooks.py                 # all of lessons/*.ipynb
+    python scripts/test_notebooks.py lessons/01_*.ipynb
+
+Each notebook runs in its own ``pytest --nbval-lax`` process; the peak resident memory
+of that process tree (the kernel included) comes from the operating system
+(``os.wait4``). Budgets: 180 s and 3 GB per notebook on a 2-core CPU; a notebook over
+budget is flagged in the table.
+"""
+import glob
+import os
+import subprocess
+import sys
+import time
+
+BUDGET_S, BUDGET_GB = 180, 3.0
+
+
+def run(nb: str):
+    env = dict(os.environ, DIFFEDU_WIDGETS="static", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", nb]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    return code, wall, usage.ru_maxrss / 1024**2, out  # ru_maxrss is in KiB on Linux
+
+
+def main(paths):
+    notebooks = paths or sorted(glob.glob("lessons/*.ipynb"))
+    if not notebooks:
+        print("no notebooks found in lessons/")
+        return 1
+    rows, failed = [], 0
+    for nb in notebooks:
+        code, wall, gb, out = run(nb)
+        ok = code == 0
+        failed += not ok
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        print(f"{'PASS' if ok else 'FAIL'}  {nb}  {wall:6.1f} s  {gb:4.2f} GB  | {last}", flush=True)
+        if not ok:
+            print(out[-6000:], flush=True)
+        rows.append((nb, ok, wall, gb))
+    print(f"\n| notebook | result | wall time (s) | peak memory (GB) |\n|---|---|---:|---:|")
+    for nb, ok, wall, gb in rows:
+        flag = " (over budget)" if wall > BUDGET_S or gb > BUDGET_GB else ""
+        print(f"| {os.path.basename(nb)} | {'pass' if ok else 'FAIL'} | {wall:.1f}{flag} | {gb:.2f} |")
+    print(f"| total | | {sum(r[2] for r in rows):.1f} | max {max(r[3] for r in rows):.2f} |\n")
+    print(f"notebooks: {len(rows) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,140 @@
+"""Checkpoints, data files, exercise checks and widgets: the error paths a learner can hit."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import diffedu as dd
+from diffedu import checkpoints, data, widgets
+
+
+@pytest.fixture
+def tmp_assets(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFEDU_ASSETS", str(tmp_path))
+    data._verify.cache_clear()
+    data._shakespeare_corpus.cache_clear()
+    yield tmp_path
+    data._verify.cache_clear()
+    data._shakespeare_corpus.cache_clear()
+
+
+def test_checkpoint_roundtrip_and_card(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    card = {"name": "tiny", "architecture": "Linear", "config": {"in": 3, "out": 2}, "steps": 1}
+    path = dd.save_checkpoint(tmp_path / "tiny", model.state_dict(), card)
+    assert path.name == "tiny.safetensors" and (tmp_path / "tiny.json").exists()
+    saved = json.loads((tmp_path / "tiny.json").read_text())
+    assert saved["weights_sha256"] == checkpoints.sha256_file(path)
+    other = torch.nn.Linear(3, 2)
+    card2 = dd.load_into(other, tmp_path / "tiny", config={"in": 3, "out": 2})
+    assert torch.equal(other.weight, model.weight) and card2["name"] == "tiny"
+    assert "tiny: Linear" in dd.card_summary(card2)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_checkpoint_errors(tmp_path, tmp_assets):
+    with pytest.raises(FileNotFoundError, match="python -m diffedu.train configs/mnist_unet.json"):
+        dd.load_checkpoint("mnist_unet")
+    model = torch.nn.Linear(3, 2)
+    dd.save_checkpoint(tmp_path / "m", model.state_dict(), {"name": "m", "config": {"width": 3}})
+    with pytest.raises(ValueError, match="different config.*width: saved 3 vs model 4"):
+        dd.load_checkpoint(tmp_path / "m", expected_config={"width": 4})
+    with pytest.raises(ValueError, match="does not fit this model"):
+        dd.load_into(torch.nn.Linear(5, 2), tmp_path / "m")
+    w = tmp_path / "m.safetensors"
+    w.write_bytes(b"garbage!" + w.read_bytes()[8:])  # break the header
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        dd.load_checkpoint(tmp_path / "m")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        dd.load_checkpoint(tmp_path / "m", verify=False)
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        dd.load_checkpoint(tmp_path / "m")
+
+
+def test_mnist_shipped_file():
+    x, y = data.mnist_arrays("test")
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.shape == (10000,)
+    ds = data.mnist("train", limit=100)
+    img, label = ds[0]
+    assert img.shape == (1, 28, 28) and img.min() >= -1 and img.max() <= 1 and label.dtype == torch.long
+    assert set(np.unique(data.mnist_arrays("train")[1])) == set(range(10))
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.mnist("validation")
+
+
+def test_mnist_corrupt_and_missing(tmp_assets, monkeypatch):
+    (tmp_assets / "data").mkdir()
+    (tmp_assets / "data" / "mnist.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="sha256.*python scripts/build_assets.py"):
+        data.mnist_arrays("test")
+    # a file with the right checksum but broken contents is reported as an invalid .npz
+    data._verify.cache_clear()
+    monkeypatch.setitem(data.SHA256, "mnist.npz", checkpoints.sha256_file(tmp_assets / "data" / "mnist.npz"))
+    with pytest.raises(ValueError, match="not a valid MNIST .npz"):
+        data.mnist_arrays("test")
+    (tmp_assets / "data" / "mnist.npz").unlink()
+    # offline and no file: torchvision's download fails and the error names the rebuild command
+    import torchvision.datasets
+    def offline(*a, **k):
+        raise RuntimeError("no network")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(FileNotFoundError, match="python scripts/build_assets.py"):
+        data.mnist_arrays("test")
+
+
+def test_shakespeare_split_by_play():
+    train, val = data.shakespeare_plays("train"), data.shakespeare_plays("val")
+    assert set(train).isdisjoint(val) and "macbeth" in val and "hamlet" in train
+    text = data.shakespeare("val")
+    assert 0.05 < len(text) / (len(text) + len(data.shakespeare("train"))) < 0.15
+    assert "Macbeth" in text or "MACBETH" in text
+
+
+def test_shakespeare_wrong_checksum(tmp_assets):
+    (tmp_assets / "data").mkdir()
+    shutil.copy(checkpoints.Path(__file__).parents[1] / "assets/data/shakespeare.json.gz", tmp_assets / "data")
+    with open(tmp_assets / "data" / "shakespeare.json.gz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        data.shakespeare("train")
+
+
+def test_check_and_expect(capsys):
+    assert dd.check.check("x", torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]))
+    assert not dd.check.check("x", None, torch.tensor([1.0]))
+    assert "not attempted" in capsys.readouterr().out
+    assert not dd.check.check("x", torch.ones(3), torch.ones(2))
+    assert "wrong shape" in capsys.readouterr().out
+    assert not dd.check.check("x", torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]))
+    assert "at index (1,)" in capsys.readouterr().out
+    assert not dd.check.check("x", torch.tensor([float("nan")]), torch.tensor([1.0]))
+    assert dd.expect("v", 0.5, 0, 1) == 0.5
+    with pytest.raises(AssertionError, match="outside the expected band"):
+        dd.expect("v", 2.0, 0, 1)
+
+
+def test_explore_static_fallback(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    monkeypatch.setenv("DIFFEDU_WIDGETS", "static")
+    seen = []
+    widgets.explore(lambda ax, a: seen.append(a), controls={"a": [1, 2, 3]}, static=[{"a": 1}, {"a": 3}])
+    assert seen == [1, 3]
+    with pytest.raises(ValueError, match="unknown controls"):
+        widgets.explore(lambda ax, a: None, controls={"a": [1]}, static=[{"b": 1}])
+    monkeypatch.delenv("DIFFEDU_WIDGETS")
+    assert not widgets.live_frontend()  # plain pytest: no kernel, no frontend
+
+
+def test_image_grid_and_animation():
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = dd.plot.image_grid(torch.rand(10, 1, 28, 28) * 2 - 1, nrow=5)
+    assert ax.images[0].get_array().shape[:2] == (2 * 30 + 2, 5 * 30 + 2)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        dd.plot.image_grid(torch.rand(28, 28))
+    html = dd.plot.animate(range(3), lambda ax, i: ax.plot([0, i]))
+    assert "<script" in html.data
