@@ -20,7 +20,7 @@ BUDGET_S, BUDGET_GB = 180, 3.0
 
 def run(nb: str):
     env = dict(os.environ, DIFFEDU_WIDGETS="static", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", nb]
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider", nb]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
