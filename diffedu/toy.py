@@ -100,8 +100,8 @@ class GaussianMixture:
 
     def eps_star(self, x_t, alpha_bar):
         """The optimal noise prediction E[eps | x_t] = -sqrt(1 - ab) grad log p_t(x_t)."""
-        ab = float(alpha_bar)
-        return -math.sqrt(1 - ab) * self.noised(ab).score(x_t)
+        p_t = self.noised(alpha_bar)  # checks 0 < alpha_bar <= 1
+        return -math.sqrt(1 - float(alpha_bar)) * p_t.score(x_t)
 
 
 def ring_mixture(k: int = 8, radius: float = 4.0, std: float = 0.35, weights=None) -> GaussianMixture:
