@@ -1,0 +1,20 @@
+"""Part 3: text. Discrete diffusion, a masked diffusion LM on Shakespeare, and its autoregressive twin.
+
+    tokenizer   characters + a mask token; random windows from the corpus split by play
+    discrete    D3PM transition matrices Q_t (uniform, absorbing), products, posteriors  (lesson 09)
+    model       one transformer: bidirectional (diffusion) or causal (its twin)            (lesson 10)
+    masked      log-linear schedule, forward masking, the MDLM loss, ELBO in bits/char     (lesson 10)
+    samplers    ancestral, low-confidence remasking, semi-AR blocks, infilling; AR decoding (lessons 10-11)
+    tasks       MaskedLMTask, CausalLMTask for `python -m diffedu.train configs/text_*.json`
+"""
+from . import discrete, masked, model, samplers, tokenizer
+from .masked import ar_bits_per_char, elbo_bits_per_char, masked_diffusion_loss
+from .model import Transformer, build_model
+from .samplers import ar_generate, generate, infill
+from .tokenizer import MASK_CHAR, CharTokenizer, shakespeare_tokenizer
+
+
+def load_pretrained(name: str = "shakespeare_mdlm", device=None):
+    """(model, tokenizer, card) for a shipped checkpoint: 'shakespeare_mdlm' or 'shakespeare_ar'."""
+    from .tasks import load_text_model
+    return load_text_model(name, device)

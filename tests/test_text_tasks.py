@@ -1,0 +1,57 @@
+"""The two training tasks plug into the generic trainer and differ only in the causal flag."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffedu.text import masked
+from diffedu.text.tasks import CausalLMTask, MaskedLMTask, configs_differ_only_in_task
+from diffedu.text.tokenizer import eval_windows
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"name": "tiny", "model": {"context": 32, "d_model": 32, "n_layers": 1, "n_heads": 2},
+        "batch_size": 4, "eval": {"windows": 4, "repeats": 2, "batch_size": 4}}
+
+
+@pytest.mark.parametrize("size", ["", "_gpu"])
+def test_shipped_configs_differ_only_in_mask_vs_causal(size):
+    mdlm = json.loads((ROOT / f"configs/text_mdlm{size}.json").read_text())
+    ar = json.loads((ROOT / f"configs/text_ar{size}.json").read_text())
+    assert mdlm["model"]["causal"] is False and ar["model"]["causal"] is True
+    assert configs_differ_only_in_task(mdlm, ar)
+    for cfg in (mdlm, ar):
+        task = {"MaskedLMTask": MaskedLMTask, "CausalLMTask": CausalLMTask}[cfg["task"].split(":")[1]]
+        n = task(cfg, "cpu").model.num_parameters()
+        assert (5e6 <= n <= 10e6) if size else (0.5e6 <= n <= 1.5e6), n
+
+
+def test_batches_are_a_function_of_the_generator_and_losses_are_finite():
+    for Task in (MaskedLMTask, CausalLMTask):
+        task = Task(TINY, "cpu")
+        b1 = next(task.batches(torch.Generator().manual_seed(5)))
+        b2 = next(task.batches(torch.Generator().manual_seed(5)))
+        for u, v in zip(b1 if isinstance(b1, tuple) else [b1], b2 if isinstance(b2, tuple) else [b2]):
+            assert torch.equal(u, v)
+        loss = task.loss(task.model, b1)
+        assert loss.ndim == 0 and torch.isfinite(loss) and 3.0 < loss.item() < 6.0  # near ln(84) at init
+        metrics = task.evaluate(task.model)
+        assert all(v > 0 for v in metrics.values())
+
+
+def test_wrong_causal_flag_is_refused():
+    with pytest.raises(ValueError, match="causal"):
+        MaskedLMTask({**TINY, "model": {**TINY["model"], "causal": True}}, "cpu")
+
+
+def test_span_scores_count_only_the_span():
+    task = CausalLMTask(TINY, "cpu")
+    w = eval_windows("val", 32, 4)
+    span = torch.zeros(32, dtype=torch.bool)
+    span[10:20] = True
+    full = masked.ar_nll(task.model, w, 84).detach()
+    got = masked.ar_bits_per_char(task.model, w, 84, score=span, progress=False)
+    assert got["chars"] == 40
+    assert got["bpc"] == pytest.approx(full[:, 10:20].mean().item() / masked.LN2, rel=1e-5)
+    z = masked.forward_mask(w, torch.ones(4), 84, torch.Generator().manual_seed(0), maskable=span)
+    assert ((z == 84) == span.expand(4, 32)).all()  # at t = 1 exactly the span is masked
