@@ -7,13 +7,7 @@ import torch
 from diffedu import metrics, toy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny 2D tensors: one thread is fastest (and threads fight on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _normal(n, mean, std, seed):
