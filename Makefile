@@ -8,6 +8,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 export DIFFEDU_WIDGETS := static
+# One PyTorch thread per process unless you say otherwise: the lessons' tensors are small, and on a
+# busy 2-core machine two threads per process fight each other (several times slower, measured).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: course test unit notebooks book lab assets browser-check clean
 
@@ -35,7 +38,7 @@ notebooks:
 	$(BIN)/python scripts/test_notebooks.py
 
 book: $(VENV)/.course
-	bash scripts/fetch_web_assets.sh
+	$(BIN)/python scripts/fetch_web_assets.py --allow-cdn
 	$(BIN)/jupyter-book build . --all
 	@echo "book: open _build/html/index.html"
 

@@ -19,7 +19,8 @@ BUDGET_S, BUDGET_GB = 180, 3.0
 
 
 def run(nb: str):
-    env = dict(os.environ, DIFFEDU_WIDGETS="static", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, DIFFEDU_WIDGETS="static", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # see the Makefile
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider", nb]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

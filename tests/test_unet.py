@@ -1,0 +1,205 @@
+"""The MNIST U-Net, its loss, sampling helpers, the Fréchet distance, and their input checks."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffedu import metrics, unet
+from diffedu.checkpoints import save_checkpoint
+from diffedu.schedules import NoiseSchedule
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEDULE = NoiseSchedule.linear(1000)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    m = unet.UNet(**{"ch": 8, "ch_mult": (1, 2, 2), "heads": 2, "dropout": 0.0, **kw})
+    for p in m.parameters():  # output convs start at zero (identity blocks); wake them up
+        if p.dim() > 1 and not p.any():
+            torch.nn.init.normal_(p, std=0.1)
+    return m.eval()
+
+
+def test_shapes_through_the_levels():
+    m = tiny()
+    seen = []
+    hooks = [b.register_forward_hook(lambda mod, i, o: seen.append(tuple(o.shape[1:])))
+             for blocks in list(m.down) + list(m.up) for b in blocks]
+    x = torch.randn(3, 1, 28, 28)
+    out = m(x, torch.tensor([1, 500, 1000]), torch.tensor([0, 5, 10]))
+    assert out.shape == x.shape
+    assert {s[1] for s in seen} == {28, 14, 7}
+    assert (16, 7, 7) in seen and (8, 28, 28) in seen
+    for h in hooks:
+        h.remove()
+
+
+def test_shipped_config_is_small_enough():
+    cfg = json.loads((ROOT / "configs" / "mnist_unet.json").read_text())
+    n = unet.parameter_count(unet.UNet(**cfg["model"]))
+    assert 1e5 < n <= 10_000_000
+
+
+def test_timestep_embedding_is_the_sinusoid():
+    t = torch.tensor([0, 3, 999])
+    emb = unet.timestep_embedding(t, 8)
+    freqs = [10000 ** (-i / 4) for i in range(4)]
+    want = torch.tensor([[math.sin(tt * f) for f in freqs] + [math.cos(tt * f) for f in freqs] for tt in t.tolist()])
+    torch.testing.assert_close(emb, want, atol=1e-4, rtol=1e-4)
+
+
+def test_images_do_not_talk_to_each_other():
+    m = tiny()
+    x, t, y = torch.randn(4, 1, 28, 28), torch.tensor([10, 20, 30, 40]), torch.tensor([1, 2, 3, 10])
+    full = m(x, t, y)
+    one = m(x[2:3], t[2:3], y[2:3])
+    torch.testing.assert_close(full[2:3], one, atol=1e-5, rtol=1e-4)
+
+
+def test_time_and_class_change_the_output():
+    m = tiny()
+    x = torch.randn(2, 1, 28, 28)
+    a = m(x, torch.tensor([5, 5]), torch.tensor([3, 3]))
+    assert not torch.allclose(a, m(x, torch.tensor([900, 900]), torch.tensor([3, 3])))
+    assert not torch.allclose(a, m(x, torch.tensor([5, 5]), torch.tensor([7, 7])))
+    torch.testing.assert_close(m(x, torch.tensor([5, 5])), m(x, torch.tensor([5, 5]), torch.tensor([10, 10])))
+
+
+class Oracle(torch.nn.Module):
+    """Knows x0, so it can return the exact noise: eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
+    null_class = 10
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0, self.ys = x0, []
+
+    def forward(self, x_t, t, y=None):
+        self.ys.append(y)
+        ab = SCHEDULE.at(SCHEDULE.alpha_bar, t, x_t)
+        return (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+
+
+def test_loss_is_zero_for_the_oracle_and_one_for_zero():
+    torch.manual_seed(0)
+    x0 = torch.rand(256, 1, 28, 28) * 2 - 1
+    y = torch.randint(0, 10, (256,))
+    assert unet.ddpm_loss(Oracle(x0), x0, y, SCHEDULE).item() < 1e-8
+    zero = Oracle(x0)
+    zero.forward = lambda x_t, t, y=None: torch.zeros_like(x_t)
+    assert abs(unet.ddpm_loss(zero, x0, y, SCHEDULE).item() - 1.0) < 0.01  # E[eps^2] = 1
+
+
+def test_label_dropout_uses_the_null_class():
+    x0, y = torch.zeros(2000, 1, 28, 28), torch.randint(0, 10, (2000,))
+    o = Oracle(x0)
+    unet.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=1.0)
+    assert (o.ys[-1] == 10).all()
+    unet.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=0.25)
+    frac = (o.ys[-1] == 10).float().mean().item()
+    assert 0.2 < frac < 0.3
+
+
+def test_classifier_free_guidance_formula():
+    m = tiny()
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([7, 7, 7]), torch.tensor([1, 4, 9])
+    e_c, e_n = m(x, t, y), m(x, t, torch.full_like(y, 10))
+    got = unet.eps_model(m, y, guidance=2.0)(x, t)
+    torch.testing.assert_close(got, 3 * e_c - 2 * e_n, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(unet.eps_model(m)(x, t), e_n)
+
+
+def test_sample_runs_and_is_deterministic():
+    m = tiny()
+    s = NoiseSchedule.linear(20)
+    m.T = 20
+    a = unet.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
+    b = unet.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
+    assert a.shape == (3, 1, 28, 28) and torch.equal(a, b) and a.abs().max() <= 1.0 + 1e-5
+    c = unet.sample(m, s, 2, "ddpm", labels=[3, 4], generator=torch.Generator().manual_seed(1), progress=False)
+    assert c.shape == (2, 1, 28, 28) and torch.isfinite(c).all()
+
+
+# --- Fréchet distance ----------------------------------------------------------------------------
+def test_frechet_distance_of_diagonal_gaussians_is_closed_form():
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    v1, v2 = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 0.25])
+    want = ((mu1 - mu2) ** 2).sum() + ((v1.sqrt() - v2.sqrt()) ** 2).sum()
+    got = metrics.frechet_distance_gaussians(mu1, torch.diag(v1), mu2, torch.diag(v2))
+    assert abs(got - want.item()) < 1e-9
+
+
+def test_frechet_distance_is_rotation_invariant_and_zero_on_itself():
+    torch.manual_seed(0)
+    a = torch.randn(4, 4, dtype=torch.float64)
+    c1, c2 = a @ a.T + torch.eye(4), torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    mu1, mu2 = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    d = metrics.frechet_distance_gaussians(mu1, c1, mu2, c2)
+    dq = metrics.frechet_distance_gaussians(q @ mu1, q @ c1 @ q.T, q @ mu2, q @ c2 @ q.T)
+    assert abs(d - dq) < 1e-8 and d > 0
+    assert abs(metrics.frechet_distance_gaussians(mu1, c1, mu1, c1)) < 1e-8
+
+
+def test_frechet_distance_on_images_with_a_feature_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 6))
+    net.features = net.forward
+    x = torch.rand(400, 1, 28, 28) * 2 - 1
+    assert abs(metrics.frechet_distance(x, x, net)) < 1e-6
+    assert metrics.frechet_distance(x, x * 0.5, net) > 1e-3
+
+
+# --- bad input -----------------------------------------------------------------------------------
+def test_wrong_image_size_is_rejected():
+    with pytest.raises(ValueError, match=r"shape \(B, 1, 28, 28\)"):
+        tiny()(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"shape \(B, 1, 28, 28\)"):
+        unet.ddpm_loss(tiny(), torch.zeros(2, 3, 28, 28), None, SCHEDULE)
+    with pytest.raises(ValueError, match=r"timesteps must be in 0..1000"):
+        tiny()(torch.zeros(1, 1, 28, 28), torch.tensor([1001]))
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        metrics.frechet_distance(torch.zeros(5, 28, 28), torch.zeros(5, 1, 28, 28))
+
+
+def test_wrong_image_range_is_rejected():
+    pixels = torch.randint(0, 256, (4, 1, 28, 28)).float()
+    with pytest.raises(ValueError, match=r"values in \[-1, 1\]"):
+        unet.ddpm_loss(tiny(), pixels, None, SCHEDULE)
+    with pytest.raises(ValueError, match=r"values in \[-1, 1\]"):
+        metrics.frechet_distance(pixels, pixels)
+
+
+def test_class_label_outside_0_to_9_is_rejected():
+    m = tiny()
+    with pytest.raises(ValueError, match=r"digits 0..9"):
+        unet.eps_model(m, torch.tensor([3, 10]))
+    with pytest.raises(ValueError, match=r"digits 0..9"):
+        unet.sample(m, SCHEDULE, 2, labels=[-1, 2], progress=False)
+    with pytest.raises(ValueError, match=r"class labels must be in 0..9"):
+        m(torch.zeros(1, 1, 28, 28), torch.tensor([5]), torch.tensor([11]))
+    with pytest.raises(TypeError, match="integers"):
+        unet.eps_model(m, torch.tensor([1.5]))
+
+
+def test_step_count_must_divide_the_schedule():
+    with pytest.raises(ValueError, match="does not divide"):
+        unet.sample(tiny(), SCHEDULE, 2, "ddim", steps=30, progress=False)
+    with pytest.raises(ValueError, match="sampler must be"):
+        unet.sample(tiny(), SCHEDULE, 2, "euler", progress=False)
+
+
+def test_checkpoint_from_another_config_is_rejected(tmp_path):
+    m = tiny()
+    cfg = {"model": {"ch": 8, "ch_mult": [1, 2, 2], "heads": 2, "dropout": 0.0}, "T": 1000, "schedule": "linear"}
+    save_checkpoint(tmp_path / "tiny_unet", m.state_dict(), {"name": "tiny_unet", "config": cfg})
+    loaded, schedule, card = unet.load_unet(tmp_path / "tiny_unet", config={"model": cfg["model"]})
+    x = torch.randn(1, 1, 28, 28)
+    torch.testing.assert_close(loaded(x, torch.tensor([3])), m(x, torch.tensor([3])))
+    other = {**cfg["model"], "ch": 16}
+    with pytest.raises(ValueError, match="different config"):
+        unet.load_unet(tmp_path / "tiny_unet", config={"model": other})
+    with pytest.raises(ValueError, match="schedule must be"):
+        unet.make_schedule("quadratic")
