@@ -1,0 +1,133 @@
+"""The book's configuration: table of contents, execution settings, offline web assets."""
+import importlib.util
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read _config.yml and _toc.yml")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fwa = _load(ROOT / "scripts" / "fetch_web_assets.py", "fetch_web_assets")
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+
+def toc_files():
+    files = [TOC["root"]]
+    for part in TOC["parts"]:
+        files += [ch["file"] for ch in part["chapters"]]
+    return files
+
+
+def resolve(entry: str):
+    """The source file a toc entry names (entries have no suffix), or None."""
+    for suffix in (".md", ".ipynb"):
+        if (ROOT / (entry + suffix)).is_file():
+            return ROOT / (entry + suffix)
+    return None
+
+
+def test_every_toc_entry_exists():
+    missing = [f for f in toc_files() if resolve(f) is None]
+    assert not missing, f"_toc.yml lists pages that do not exist: {missing}"
+
+
+def test_every_lesson_and_book_page_is_in_the_toc():
+    listed = set(toc_files())
+    pages = [p for p in sorted((ROOT / "lessons").glob("*.ipynb")) + sorted((ROOT / "book").glob("*.md"))]
+    orphans = [str(p.relative_to(ROOT)) for p in pages if str(p.relative_to(ROOT).with_suffix("")) not in listed]
+    assert not orphans, f"pages missing from _toc.yml (they would not be built): {orphans}"
+
+
+def test_toc_is_in_course_order():
+    lessons = [f for f in toc_files() if f.startswith("lessons/")]
+    numbers = [int(Path(f).name.split("_")[0]) for f in lessons]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers), numbers
+    assert [p["caption"] for p in TOC["parts"]][0] == "Foundations"
+    assert [p["caption"] for p in TOC["parts"]][-1] == "Appendix"
+
+
+def test_notebooks_are_executed_strictly():
+    ex = CONFIG["execute"]
+    assert ex["execute_notebooks"] in ("force", "cache")
+    assert ex["timeout"] >= 300
+    assert ex["allow_errors"] is False and ex["raise_on_error"] is True
+
+
+def test_web_assets_are_local_and_match_the_fetch_script():
+    cfg = CONFIG["sphinx"]["config"]
+    local = [cfg["mathjax_path"], *cfg["nb_ipywidgets_js"]]
+    assert all("://" not in p for p in local), local
+    # config paths are relative to the static folder; the script's entry points to its offline/ folder
+    static = ROOT / cfg["html_static_path"][0]
+    assert fwa.VENDOR == static / "offline"
+    assert sorted(p.removeprefix("offline/") for p in local) == sorted(fwa.ENTRY_POINTS)
+    assert "_static" not in cfg["html_static_path"], "a _static folder would get a script tag per .js file"
+
+
+def test_cdn_fallback_uses_the_pinned_versions():
+    ext = _load(ROOT / "book" / "_ext" / "web_assets.py", "web_assets")
+    mathjax, widgets = ext.cdn_assets()
+    assert mathjax == "https://cdn.jsdelivr.net/npm/mathjax@3.2.2/es5/tex-chtml-full.js"
+    assert "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.15/dist/embed-amd.js" in widgets
+    assert "https://cdn.jsdelivr.net/npm/requirejs@2.3.8/require.js" in widgets
+
+
+def _tarball(tmp_path, files: dict) -> Path:
+    path = tmp_path / "pkg.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo("package/" + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_copy_from_tarball_copies_files_folders_and_globs(tmp_path):
+    tgz = _tarball(tmp_path, {"es5/a.js": b"a", "es5/fonts/x.woff": b"x", "es5/fonts/y.woff": b"y",
+                              "dist/f.woff2": b"f", "dist/g.woff": b"g", "dist/sub/h.woff2": b"h"})
+    out = tmp_path / "out"
+    n = fwa.copy_from_tarball(tgz, [("es5/a.js", "a.js"), ("es5/fonts/", "fonts/"), ("dist/*.woff2", "")], out)
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert n == 4 and got == ["a.js", "f.woff2", "fonts/x.woff", "fonts/y.woff"]
+    assert (out / "fonts" / "y.woff").read_bytes() == b"y"
+
+
+def test_copy_from_tarball_names_a_missing_file(tmp_path):
+    tgz = _tarball(tmp_path, {"es5/a.js": b"a"})
+    with pytest.raises(RuntimeError, match="no file matching 'es5/b.js'"):
+        fwa.copy_from_tarball(tgz, [("es5/b.js", "b.js")], tmp_path / "out")
+
+
+def test_sri_hash_matches_npm_format(tmp_path):
+    # npm's integrity string for the bytes b"abc" (sha512, base64)
+    (tmp_path / "f").write_bytes(b"abc")
+    assert fwa.sri_sha512(tmp_path / "f") == (
+        "sha512-3a81oZNherrMQXNJriBBMRLm+k6JqX6iCp7u5ktV05ohkpkqJ0/BqDa6PCOj/uu9RU1EI2Q86A4qmslPpUyknw==")
+
+
+def test_stamp_must_match_the_pins(tmp_path, monkeypatch):
+    monkeypatch.setattr(fwa, "VENDOR", tmp_path)
+    monkeypatch.setattr(fwa, "STAMP", tmp_path / "versions.json")
+    assert not fwa.is_current()
+    for p in fwa.ENTRY_POINTS:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / p).write_text("x")
+    stamp = fwa.expected_stamp()
+    (tmp_path / "versions.json").write_text(json.dumps(stamp))
+    assert fwa.is_current()
+    stamp["mathjax"]["spec"] = "mathjax@3.2.1"
+    (tmp_path / "versions.json").write_text(json.dumps(stamp))
+    assert not fwa.is_current()
