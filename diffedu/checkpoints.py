@@ -9,6 +9,12 @@ A shipped checkpoint ``assets/checkpoints/NAME`` is two files:
 
 ``save_checkpoint`` writes both atomically (temporary file, then rename), so a
 run that is killed half-way never leaves a broken checkpoint behind.
+
+Cards are checked, not trusted. ``load_checkpoint`` refuses a card that is not a JSON object,
+has no ``config`` or no ``weights_sha256``, whose hash does not match the weights, or whose
+config differs from the one stored inside the safetensors metadata when the weights were
+saved (so editing ``heads``, ``schedule`` or ``causal`` in a card cannot silently change
+what a network computes).
 """
 import datetime as _dt
 import hashlib
@@ -18,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 # The command that (re)makes each shipped checkpoint; quoted in every "missing" error.
@@ -72,8 +78,11 @@ def save_checkpoint(stem, tensors: dict, card: dict) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; fill in sha256 and date."""
     stem = Path(stem).with_suffix("") if Path(stem).suffix == ".safetensors" else Path(stem)
     weights = stem.parent / (stem.name + ".safetensors")
+    if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
+        raise ValueError("save_checkpoint: the card must be a dict with a 'config' dict (what the network is).")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    meta = {"config": json.dumps(card["config"], sort_keys=True)}
+    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata=meta))
     card = dict(card)
     card["weights_sha256"] = sha256_file(weights)
     card.setdefault("date", _dt.date.today().isoformat())
@@ -88,26 +97,85 @@ def _missing(stem: Path, what: str) -> FileNotFoundError:
                              f"Make it with:  {cmd}")
 
 
+def _remake(stem: Path) -> str:
+    return COMMANDS.get(stem.name, "the training script that made it")
+
+
+def read_card(card_path: Path) -> dict:
+    """The model card at card_path, checked: a JSON object with a 'config' object."""
+    try:
+        card = json.loads(Path(card_path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model card {card_path} is not valid JSON ({e}); rebuild it with: "
+                         f"{_remake(Path(card_path).with_suffix(''))}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {card_path} must be a JSON object {{...}}, got a {type(card).__name__}.")
+    if not isinstance(card.get("config"), dict):
+        raise ValueError(f"model card {card_path} has no 'config' object, so it does not say what the network "
+                         f"is; rebuild it with: {_remake(Path(card_path).with_suffix(''))}")
+    return card
+
+
+def stored_config(weights: Path):
+    """The config saved inside the safetensors metadata (None if the file has none)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{weights} is not a readable safetensors file ({e})") from None
+    return json.loads(meta["config"]) if "config" in meta else None
+
+
+# Config keys that do not change what the network computes: free text and the code path of the task.
+DOCUMENTARY = ("notes", "name", "task")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def load_checkpoint(name_or_stem, expected_config: dict | None = None, verify: bool = True):
-    """Load ``(tensors, card)``; check the sha256 and, if given, that the card's config matches."""
+    """Load ``(tensors, card)``, after checking the card (see the module docstring).
+
+    verify=False skips only the sha256 (to inspect a file you changed on purpose).
+    """
     stem = _resolve(name_or_stem)
     weights, card_path = stem.parent / (stem.name + ".safetensors"), stem.parent / (stem.name + ".json")
     if not weights.exists() or not card_path.exists():
         raise _missing(stem, repr(stem.name))
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"model card {card_path} is not valid JSON ({e}); rebuild it with: "
-                         f"{COMMANDS.get(stem.name, 'its training script')}") from None
-    if verify and card.get("weights_sha256") and sha256_file(weights) != card["weights_sha256"]:
-        raise ValueError(f"{weights} does not match the sha256 in its model card: the file is corrupt or "
-                         f"was changed. Rebuild it with: {COMMANDS.get(stem.name, 'its training script')}")
+    card = read_card(card_path)
+    if verify:
+        sha = card.get("weights_sha256")
+        if not isinstance(sha, str) or not sha:
+            raise ValueError(f"model card {card_path} has no weights_sha256, so its weights cannot be checked; "
+                             f"rebuild it with: {_remake(stem)}")
+        if sha256_file(weights) != sha:
+            raise ValueError(f"{weights} does not match the sha256 in its model card: the file is corrupt or "
+                             f"was changed. Rebuild it with: {_remake(stem)}")
+    saved = stored_config(weights)
+    if saved is None:
+        raise ValueError(f"{weights} has no config stored in its metadata, so its card cannot be checked "
+                         f"against it; rebuild it with: {_remake(stem)}")
+    a, b = (_flat({k: v for k, v in json.loads(json.dumps(c)).items() if k not in DOCUMENTARY})
+            for c in (saved, card["config"]))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
+    if diff:
+        pairs = ", ".join(f"{k}: weights {a.get(k, '<missing>')!r} vs card {b.get(k, '<missing>')!r}"
+                          for k in diff[:6])
+        raise ValueError(f"model card {card_path} describes another network than its weights were saved with "
+                         f"({pairs}); restore the card or rebuild with: {_remake(stem)}")
     try:
         tensors = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{weights} is not a readable safetensors file ({e})") from None
     if expected_config is not None:
-        check_config(card.get("config", {}), expected_config, stem.name)
+        check_config(card["config"], expected_config, stem.name)
     return tensors, card
 
 
@@ -136,14 +204,19 @@ def load_into(model: torch.nn.Module, name_or_stem, config: dict | None = None) 
 
 
 def card_summary(card: dict) -> str:
-    """A few lines to print when a lesson loads a checkpoint."""
-    m = card.get("metrics", {})
+    """A few lines to print when a lesson loads a checkpoint (any card that loads)."""
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+    m = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
-    wall = card.get("wall_time_s")
-    wall = f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "?"
+    totals = card.get("totals") if isinstance(card.get("totals"), dict) else {}
+    wall = totals.get("wall_time_s", card.get("wall_time_s"))
+    wall = f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) and not isinstance(wall, bool) else "?"
     params = card.get("parameter_count")
-    return (f"{card.get('name', '?')}: {card.get('architecture', '?')}"
-            f"{f', {params / 1e6:.2f}M params' if params else ''}\n"
-            f"  trained {card.get('steps', '?')} steps x batch {card.get('batch_size', '?')} on "
-            f"{card.get('hardware', '?')} in {wall} ({card.get('date', '?')})\n"
+    params = f", {params / 1e6:.2f}M params" if isinstance(params, int) and params > 0 else ""
+    runs = totals.get("runs", 1)
+    seen = next((f", {num(totals[k], ',')} {k}" for k in ("characters", "images") if k in totals), "")
+    return (f"{card.get('name', '?')}: {card.get('architecture', '?')}{params}\n"
+            f"  trained {totals.get('steps', card.get('steps', '?'))} steps{seen} in {runs} run(s), last on "
+            f"{card.get('hardware', '?')}, {wall} in all ({card.get('date', '?')})\n"
             f"  metrics: {metrics or '-'}\n  remake: {card.get('command', COMMANDS.get(card.get('name'), '?'))}")

@@ -5,11 +5,18 @@
 * ``seed_everything(seed)`` seeds Python, NumPy and PyTorch at once and hands back a
   ``torch.Generator`` for code that wants its own stream of random numbers.
   The same seed gives the same numbers on the CPU.
-* ``banner()`` is the one line every lesson prints: versions and device.
+* ``banner()`` is the one line every lesson prints: versions, device and thread count.
+* ``native_bf16(device)`` says whether bfloat16 matrix products are fast on this hardware
+  (a CUDA GPU with bf16, or a CPU with AMX / AVX512-BF16), ``hardware()`` names the machine.
+
+Repeatable means: the same seed, the same number of threads and the same torch build give
+bit-identical numbers on the CPU. A different thread count changes the order of floating-point
+sums (U-Net outputs then differ by about 1e-5), and so does another torch build or CPU kernel.
 """
 import os
 import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,3 +61,30 @@ def banner(device: torch.device | None = None) -> str:
     device = device or get_device()
     return (f"diffedu | python {platform.python_version()} | torch {torch.__version__} | "
             f"device {device} | threads {torch.get_num_threads()}")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 autocast speeds training up: CUDA with bf16, or a CPU with AMX / AVX512-BF16.
+
+    On a CPU without them (e.g. AVX2 only) PyTorch emulates bf16 and a U-Net step was measured
+    about 10x slower than in fp32, so the trainer decides from the hardware, never from a flag.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def hardware() -> str:
+    """'CPU: <model> (N cores, AVX2), T torch threads' or 'GPU: <name>', for model cards and tables."""
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    name = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        models = [l.split(":", 1)[1].strip() for l in info.read_text().splitlines() if l.startswith("model name")]
+        name = models[0] if models else name
+    return (f"CPU: {name} ({os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}), "
+            f"{torch.get_num_threads()} torch threads")

@@ -1,6 +1,7 @@
 """The course's one training script: a generic, resumable trainer.
 
     python -m diffedu.train configs/NAME.json [--steps N] [--out runs/NAME] [--ship]
+    python -m diffedu.train configs/NAME.json --init assets/checkpoints/NAME.safetensors --ship
     torchrun --nproc_per_node 2 -m diffedu.train configs/NAME.json          # same, data-parallel
 
 A config JSON names a *task* by a dotted path ("package.module:Class"); the task owns the
@@ -20,7 +21,19 @@ one batch and keep no other state between batches (e.g. draw indices with replac
 step alone, and a run that is killed and restarted ends bit-for-bit where an uninterrupted run
 ends (on CPU). The state (model, EMA, AdamW moments, step) lives in ONE safetensors file,
 runs/NAME/state.safetensors, replaced atomically (write to a temporary file, then os.replace).
-SIGINT / SIGTERM finish the current step, save, and exit.
+SIGINT / SIGTERM finish the current step, save, and exit. A killed save leaves at most a
+temporary file, which the next start removes. While a trainer runs, it holds a lock on its run
+folder (runs/NAME/.lock): a second trainer on the same folder stops with an error, and a lock
+left by a killed trainer is taken over (the operating system releases it with the process).
+
+Warm starts. --init NAME loads shipped weights (checked by sha256 and by their stored config)
+into the model and its EMA, with a fresh optimizer and the config's warm-up. The model card of
+the shipped result lists every run of its lineage (steps, examples, wall time, hardware,
+precision) and their totals, so quality accumulates across runs and machines.
+
+Precision is decided by the hardware, never by a flag: bf16 autocast where the device has
+native bf16 matrix units (CUDA, or a CPU with AMX / AVX512-BF16), fp32 elsewhere (on an
+AVX2-only CPU emulated bf16 was measured ~10x slower). `"autocast": false` forces fp32.
 
 One update (what the lessons show by hand):
     loss = task.loss(model, batch); loss.backward(); clip_grad_norm_; AdamW step;
@@ -28,64 +41,35 @@ One update (what the lessons show by hand):
 """
 import argparse
 import copy
-import importlib
+import datetime
 import json
 import math
 import os
-import platform
 import signal
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from diffedu.runtime import get_device
-
-DEFAULTS = dict(seed=0, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), warmup=100, grad_clip=1.0,
-                ema_decay=0.999, log_every=50, ckpt_every=500, ship_dtype="float16", autocast=True,
-                cpu_autocast=False)
-REQUIRED = ("name", "task", "steps", "batch_size")
-
-
-# ----------------------------------------------------------------------------- config
-def load_config(path) -> dict:
-    """Read a config JSON, check the required keys, fill in the defaults."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found; configs live in configs/NAME.json.")
-    config = json.loads(path.read_text())
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise ValueError(f"config {path} lacks the keys {missing}; every config needs {list(REQUIRED)}.")
-    return {**DEFAULTS, **config}
-
-
-def make_task(config: dict, device: torch.device):
-    """Import "module:Class" from config["task"] and build Task(config, device)."""
-    spec = config["task"]
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"config 'task' must look like 'package.module:Class', got {spec!r}.")
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)(config, device)
-
-
-# Keys that do not change the training trajectory: a run may resume after they changed.
-RUN_ONLY = ("steps", "log_every", "ckpt_every", "sample_every", "eval_fd_n", "ship_dtype", "notes")
-
-
-def config_key(config: dict) -> dict:
-    """The part of a config that must match to resume a run (JSON-normalised)."""
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in RUN_ONLY}))
-
+from diffedu.runs import (DEFAULTS, RunLock, atomic_save, config_key, lineage, load_config, load_optimizer,
+                          make_task, optimizer_tensors, remove_leftovers, totals)
+from diffedu.runtime import get_device, hardware, native_bf16
 
 # ----------------------------------------------------------------------------- small pieces
 def lr_at(step: int, config: dict) -> float:
-    """Linear warm-up over `warmup` steps, then constant."""
-    return config["lr"] * min(1.0, (step + 1) / max(1, config["warmup"]))
+    """Linear warm-up over `warmup` steps, then constant, or (lr_decay "cosine") a cosine from lr
+    down to min_lr_ratio * lr at the config's `steps`, and flat after it:
+
+        lr_s = lr * [r + (1 - r) * (1 + cos(pi * min(s, S) / S)) / 2],   r = min_lr_ratio, S = steps
+    """
+    lr = config["lr"] * min(1.0, (step + 1) / max(1, config["warmup"]))
+    if config.get("lr_decay", "none") == "cosine" and config["steps"] > 0:
+        r, frac = config["min_lr_ratio"], min(step, config["steps"]) / config["steps"]
+        lr *= r + (1 - r) * 0.5 * (1 + math.cos(math.pi * frac))
+    return lr
 
 
 @torch.no_grad()
@@ -103,44 +87,6 @@ def reseed(generator: torch.Generator, seed: int, step: int, rank: int) -> None:
     s = (seed * 1_000_003 + step) * 4099 + rank
     generator.manual_seed(s)
     torch.manual_seed(s + 7919)
-
-
-def atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer) -> dict:
-    """Flatten the AdamW state (moments and step per parameter) into named tensors."""
-    out = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = torch.as_tensor(v)
-    return out
-
-
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict) -> None:
-    sd = opt.state_dict()
-    state = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    name = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        models = [l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")]
-        name = models[0] if models else name
-    return f"CPU: {name} ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
-
 
 # ----------------------------------------------------------------------------- the trainer
 class Trainer:
@@ -161,6 +107,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config["lr"],
                                      betas=tuple(config["betas"]), weight_decay=config["weight_decay"])
         self.step, self.wall_time = 0, 0.0
+        self.init = None  # {"checkpoint", "weights_sha256", "runs"}: the lineage this run continues
+        self.precision = "bf16" if config["autocast"] and native_bf16(self.device) else "fp32"
         self.ddp = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -179,6 +127,33 @@ class Trainer:
         else:
             self.device = torch.device("cpu")
 
+    # -- warm start ----------------------------------------------------------
+    def warm_start(self, name_or_path) -> None:
+        """Load shipped weights into the model and the EMA (fresh optimizer): --init."""
+        from diffedu.checkpoints import load_checkpoint
+        tensors, card = load_checkpoint(name_or_path)
+        theirs, mine = card["config"], self.config
+        adapt_from = getattr(self.task, "init_tasks", ())  # tasks whose weights this task may adapt
+        if theirs.get("task") != mine["task"] and theirs.get("task") not in adapt_from:
+            raise ValueError(f"--init {name_or_path}: it was trained by task {theirs.get('task')!r}, this config "
+                             f"trains {mine['task']!r}; warm-start from a checkpoint of the same task.")
+        may_differ = getattr(self.task, "init_may_differ", ()) if theirs.get("task") != mine["task"] else ()
+        a, b = theirs.get("model", {}), mine.get("model", {})
+        diff = sorted(k for k in set(a) | set(b) if k not in may_differ and a.get(k) != b.get(k))
+        if diff:
+            raise ValueError(f"--init {name_or_path}: its model differs from this config's in {diff} "
+                             f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in diff)}); "
+                             f"use a config with the same model, or train from scratch without --init.")
+        own = self.model.state_dict()
+        if set(own) != set(tensors) or any(tensors[k].shape != own[k].shape for k in own):
+            raise ValueError(f"--init {name_or_path}: its tensors do not fit this model (other shapes or names).")
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+        self.ema.load_state_dict(self.model.state_dict())
+        if hasattr(self.task, "on_init"):
+            self.task.on_init(self.model, card)
+        self.init = dict(checkpoint=card.get("name", str(name_or_path)), weights_sha256=card["weights_sha256"],
+                         runs=lineage(card))
+
     # -- state ---------------------------------------------------------------
     @property
     def state_path(self) -> Path:
@@ -192,7 +167,7 @@ class Trainer:
         tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         tensors.update(optimizer_tensors(self.opt))
         meta = dict(step=self.step, wall_time_s=self.wall_time, config=config_key(self.config),
-                    world_size=self.world)
+                    world_size=self.world, init=self.init, precision=self.precision)
         atomic_save(tensors, self.state_path, meta)
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
@@ -214,7 +189,7 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         load_optimizer(self.opt, tensors)
-        self.step, self.wall_time = meta["step"], meta["wall_time_s"]
+        self.step, self.wall_time, self.init = meta["step"], meta["wall_time_s"], meta.get("init")
         log = self.out / "log.jsonl"
         if self.rank == 0 and log.exists():  # drop log lines of steps that were not saved
             lines = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
@@ -226,8 +201,7 @@ class Trainer:
         cfg = self.config
         generator = torch.Generator()
         batches = self.task.batches(generator, self.rank, self.world)
-        autocast = cfg["autocast"] and (self.device.type == "cuda"
-                                        or (self.device.type == "cpu" and cfg["cpu_autocast"]))
+        autocast = self.precision == "bf16"
         log = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         bar = tqdm(total=steps, initial=self.step, desc=cfg["name"], disable=self.rank != 0,
                    dynamic_ncols=True)
@@ -279,6 +253,15 @@ class Trainer:
         self._stop = True
 
     # -- shipping ------------------------------------------------------------
+    def this_run(self) -> dict:
+        """The record of this run for the model card's lineage."""
+        per = getattr(self.task, "units_per_example", 1)
+        return dict(steps=self.step, batch_size=self.config["batch_size"],
+                    **{getattr(self.task, "unit", "examples"): self.step * self.config["batch_size"] * per},
+                    hardware=f"{hardware()} x {self.world} process(es)", precision=self.precision,
+                    wall_time_s=round(self.wall_time, 1), init=self.init and self.init["checkpoint"],
+                    date=datetime.date.today().isoformat())
+
     def ship(self, command: str) -> Path:
         """Evaluate the EMA model and write assets/checkpoints/NAME.{safetensors,json}."""
         from diffedu.checkpoints import save_checkpoint, assets_dir
@@ -286,14 +269,14 @@ class Trainer:
         metrics = self.task.evaluate(self.ema)
         dtype = getattr(torch, cfg["ship_dtype"])
         tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in self.ema.state_dict().items()}
+        runs = (self.init["runs"] if self.init else []) + [dict(command=command, **self.this_run())]
         card = dict(name=cfg["name"], architecture=getattr(self.task, "architecture", type(self.model).__name__),
                     config=cfg, parameter_count=sum(p.numel() for p in self.model.parameters()),
                     data=getattr(self.task, "data_info", {}), command=command, steps=self.step,
-                    batch_size=cfg["batch_size"], hardware=f"{hardware()} x {self.world} process(es)",
-                    wall_time_s=round(self.wall_time, 1), metrics=metrics,
+                    batch_size=cfg["batch_size"], hardware=runs[-1]["hardware"], precision=self.precision,
+                    wall_time_s=round(self.wall_time, 1), runs=runs, totals=totals(runs), metrics=metrics,
                     notes=cfg.get("notes", "") + f" Weights stored as {cfg['ship_dtype']} (EMA).")
         return save_checkpoint(assets_dir() / "checkpoints" / cfg["name"], tensors, card)
-
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv=None) -> None:
@@ -303,6 +286,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/NAME)")
     p.add_argument("--ship", action="store_true", help="write the EMA weights + model card to assets/")
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: automatic)")
+    p.add_argument("--init", default=None, help="warm-start from these weights (a shipped checkpoint name or "
+                                                "path); fresh optimizer, the config's warm-up")
     args = p.parse_args(argv)
 
     config = load_config(args.config)
@@ -310,9 +295,34 @@ def main(argv=None) -> None:
     if steps < 0:
         raise ValueError(f"--steps must be >= 0, got {steps}.")
     trainer = Trainer(config, args.out or Path("runs") / config["name"], args.device)
-    trainer.out.mkdir(parents=True, exist_ok=True)
-    if trainer.resume() and trainer.rank == 0:
-        print(f"resumed {trainer.state_path} at step {trainer.step}", flush=True)
+    lock = RunLock(trainer.out) if trainer.rank == 0 else None
+    if lock and (note := lock.acquire()):
+        print(note, flush=True)
+    try:
+        if trainer.rank == 0 and (gone := remove_leftovers(trainer.out)):
+            print(f"removed temporary files left by an interrupted save: {gone}", flush=True)
+        _run(trainer, args, steps)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run(trainer: Trainer, args, steps: int) -> None:
+    if trainer.resume():
+        recorded = trainer.init and trainer.init["checkpoint"]
+        if args.init and Path(args.init).stem != recorded:
+            raise ValueError(f"{trainer.state_path} continues a run started from {recorded!r}, not from "
+                             f"{args.init!r}; drop --init to resume it, or use another --out.")
+        if trainer.rank == 0:
+            print(f"resumed {trainer.state_path} at step {trainer.step}", flush=True)
+    elif args.init:
+        trainer.warm_start(args.init)
+        if trainer.rank == 0:
+            print(f"warm start from {args.init} ({len(trainer.init['runs'])} earlier run(s))", flush=True)
+    if trainer.rank == 0:
+        print(f"precision: {trainer.precision} on {hardware()}"
+              + ("" if trainer.precision == "bf16" or trainer.device.type != "cpu" or not trainer.config["autocast"]
+                 else " (no native bf16 on this CPU: bf16 would be emulated and slower)"), flush=True)
     handlers = {s: signal.signal(s, trainer.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer.train(steps)
@@ -322,7 +332,8 @@ def main(argv=None) -> None:
     if trainer._stop:
         print(f"stopped at step {trainer.step}; state saved, run the same command to continue.", flush=True)
     elif args.ship and trainer.rank == 0:
-        path = trainer.ship(f"python -m diffedu.train {args.config} --ship")
+        init = f" --init {args.init}" if args.init else ""
+        path = trainer.ship(f"python -m diffedu.train {args.config}{init} --ship")
         print(f"shipped {path}", flush=True)
     if trainer.world > 1:
         dist.barrier()

@@ -54,6 +54,77 @@ def test_checkpoint_errors(tmp_path, tmp_assets):
         dd.load_checkpoint(tmp_path / "m")
 
 
+def _copy_shipped(name, tmp_path):
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(checkpoints.assets_dir() / "checkpoints" / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    return tmp_path / name
+
+
+def _edit_card(stem, edit):
+    path = stem.with_suffix(".json")
+    card = json.loads(path.read_text())
+    edit(card)
+    path.write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("name, key, value", [("mnist_unet", ("model", "heads"), 2),
+                                              ("mnist_unet", ("schedule",), "cosine"),
+                                              ("shakespeare_mdlm", ("model", "causal"), True)])
+def test_a_card_that_lies_about_the_network_is_refused(tmp_path, name, key, value):
+    stem = _copy_shipped(name, tmp_path)
+    dd.load_checkpoint(stem)  # the shipped card matches the config stored with the weights
+
+    def edit(card):
+        d = card["config"]
+        for k in key[:-1]:
+            d = d[k]
+        d[key[-1]] = value
+    _edit_card(stem, edit)
+    with pytest.raises(ValueError, match=f"describes another network.*{key[-1]}"):
+        dd.load_checkpoint(stem)
+
+
+def test_cards_are_checked_not_trusted(tmp_path):
+    dd.save_checkpoint(tmp_path / "m", torch.nn.Linear(3, 2).state_dict(), {"name": "m", "config": {"width": 3}})
+    stem = tmp_path / "m"
+    good = (tmp_path / "m.json").read_text()
+    for edit, message in [(lambda c: c.pop("weights_sha256"), "has no weights_sha256"),
+                          (lambda c: c.update(weights_sha256=""), "has no weights_sha256"),
+                          (lambda c: c.pop("config"), "has no 'config' object"),
+                          (lambda c: c.update(config=[1, 2]), "has no 'config' object")]:
+        (tmp_path / "m.json").write_text(good)
+        _edit_card(stem, edit)
+        with pytest.raises(ValueError, match=message):
+            dd.load_checkpoint(stem)
+    (tmp_path / "m.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match=r"m\.json must be a JSON object"):
+        dd.load_checkpoint(stem)
+    # weights saved without their config (an older or foreign file) cannot be checked, so they are refused
+    from safetensors.torch import save_file
+    save_file(torch.nn.Linear(3, 2).state_dict(), str(tmp_path / "m.safetensors"))
+    card = json.loads(good)
+    card["weights_sha256"] = checkpoints.sha256_file(tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="no config stored in its metadata"):
+        dd.load_checkpoint(stem)
+    with pytest.raises(ValueError, match="card must be a dict with a 'config'"):
+        dd.save_checkpoint(tmp_path / "x", {}, {"name": "x"})
+
+
+@pytest.mark.parametrize("card", [{"config": {}}, {"config": {}, "metrics": None, "wall_time_s": "long",
+                                                   "parameter_count": "many", "totals": [1]},
+                                  {"config": {}, "totals": {"runs": 3, "steps": 10, "characters": 5000}}])
+def test_card_summary_copes_with_any_card_that_loads(card):
+    text = dd.card_summary(card)
+    assert "trained" in text and "remake" in text
+
+
+def test_every_shipped_checkpoint_loads_with_a_checked_card():
+    for card_path in sorted((checkpoints.assets_dir() / "checkpoints").glob("*.json")):
+        _, card = dd.load_checkpoint(card_path.with_suffix(""))
+        assert card["weights_sha256"] and isinstance(card["config"], dict)
+
+
 def test_mnist_shipped_file():
     x, y = data.mnist_arrays("test")
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8 and y.shape == (10000,)

@@ -48,7 +48,7 @@ def start(cfg, out, steps):
                             cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_step(out, step, proc, timeout=120):
+def wait_for_step(out, step, proc, timeout=900):
     log = Path(out) / "log.jsonl"
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -81,9 +81,10 @@ def test_killed_run_continues_where_it_stopped(tmp_path, sig):
     proc.wait(timeout=60)
     saved = json.loads((tmp_path / "killed" / "state.json").read_text())["step"]
     assert saved >= 2 and (sig == signal.SIGTERM or saved % 2 == 0)
-    assert not list((tmp_path / "killed").glob("*.tmp*"))  # no half-written state left behind
     final = saved + 3
+    # A SIGKILL during a save may leave a temporary file (never a broken state): the restart removes it.
     train.main([cfg, "--steps", str(final), "--out", str(tmp_path / "killed"), "--device", "cpu"])
+    assert not list((tmp_path / "killed").glob("*.tmp*"))
     train.main([cfg, "--steps", str(final), "--out", str(tmp_path / "ref"), "--device", "cpu"])
     assert_same_state(state(tmp_path / "killed"), state(tmp_path / "ref"))
 
