@@ -34,8 +34,11 @@ from diffedu import metrics, unet  # noqa: E402
 from diffedu.data import mnist  # noqa: E402
 from diffedu.train import hardware  # noqa: E402
 
-SAMPLERS = {"ddpm1000": ("ddpm", 1000), "ddim10": ("ddim", 10), "ddim20": ("ddim", 20),
-            "ddim50": ("ddim", 50), "ddim100": ("ddim", 100)}
+# name: (sampler, network calls, DDIM eta). eta = 0 is the deterministic DDIM of the targets;
+# eta = 1 adds DDPM-like fresh noise at each of the (fewer) steps.
+SAMPLERS = {"ddpm1000": ("ddpm", 1000, 0.0), "ddim10": ("ddim", 10, 0.0), "ddim20": ("ddim", 20, 0.0),
+            "ddim50": ("ddim", 50, 0.0), "ddim100": ("ddim", 100, 0.0),
+            "ddim50_eta1": ("ddim", 50, 1.0), "ddim100_eta1": ("ddim", 100, 1.0)}
 
 
 def parse(argv=None):
@@ -78,11 +81,11 @@ def main(argv=None):
     for name in args.samplers:
         if name in rows and not args.force:
             continue
-        sampler, steps = SAMPLERS[name]
+        sampler, steps, eta = SAMPLERS[name]
         g = torch.Generator().manual_seed(args.seed)
         t0, c0 = time.perf_counter(), time.process_time()
         x = unet.sample(model, schedule, args.n, sampler, steps=steps, labels=labels, generator=g,
-                        batch_size=args.batch_size)
+                        eta=eta, batch_size=args.batch_size)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         mu, cov = metrics.gaussian_stats(metrics.mnist_features(x, judge))
         rows[name] = {"fd": metrics.frechet_distance_gaussians(mu, cov, mu_test, cov_test), "calls": steps,
@@ -119,7 +122,8 @@ def table(rows: dict, n: int, card: dict, mode: str) -> list:
         r = rows[name]
         rel = f"{r['fd'] / ddpm:.2f}" if ddpm else "-"
         cpu = f"{r['cpu_s_per_1000']:.1f}" if "cpu_s_per_1000" in r else "-"
-        add(f"| {name.upper().replace('DDPM', 'DDPM-').replace('DDIM', 'DDIM-')} | {r['calls']} | {r['fd']:.3f} "
+        label = name.upper().replace("DDPM", "DDPM-").replace("DDIM", "DDIM-").replace("_ETA1", ", eta=1")
+        add(f"| {label} | {r['calls']} | {r['fd']:.3f} "
               f"| {r['fd'] / floor:.2f} | {rel} | {r['s_per_1000']:.1f} ({r['threads']} thread(s)) | {cpu} |")
     add("")
     if ddpm and "ddim50" in rows:
