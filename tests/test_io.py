@@ -156,6 +156,28 @@ def test_mnist_corrupt_and_missing(tmp_assets, monkeypatch):
         data.mnist_arrays("test")
 
 
+def test_mnist_online_fallback_checks_what_it_downloaded(tmp_assets, monkeypatch):
+    """No shipped file: torchvision's download is used only if its digits are the original ones."""
+    with np.load(checkpoints.Path(__file__).parents[1] / "assets/data/mnist.npz") as f:
+        x, y = f["x_test"], f["y_test"]       # the shipped digits
+    assert data.mnist_arrays_sha256(x, y) == data.MNIST_ARRAYS_SHA256["test"]
+    import torchvision.datasets
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            self.root = root
+            self.data, self.targets = torch.as_tensor(images), torch.as_tensor(y.astype(np.int64))
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)  # tmp_assets has no mnist.npz
+    images = x
+    got, labels = data.mnist_arrays("test")
+    assert np.array_equal(got, x) and np.array_equal(labels, y)
+    images = x.copy()
+    images[0, 0, 0] ^= 1                        # one pixel off: a corrupt or different download
+    with pytest.raises(ValueError, match="not the original ones: their sha256 differs"):
+        data.mnist_arrays("test")
+
+
 def test_shakespeare_split_by_play():
     train, val = data.shakespeare_plays("train"), data.shakespeare_plays("val")
     assert set(train).isdisjoint(val) and "macbeth" in val and "hamlet" in train

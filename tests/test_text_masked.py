@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffedu.text import masked
+from diffedu.text import autoregressive, masked
 from diffedu.text.tokenizer import eval_windows, shakespeare_ids, shakespeare_tokenizer
 
 TOK = shakespeare_tokenizer()
@@ -106,7 +106,7 @@ def test_training_loss_decreases_with_a_few_steps():
 def test_ar_bpc_of_context_free_model_is_exact():
     windows = eval_windows("val", 64, 16)
     logits = unigram_logits()
-    r = masked.ar_bits_per_char(ContextFree(logits), windows, M, progress=False)
+    r = autoregressive.ar_bits_per_char(ContextFree(logits), windows, M, progress=False)
     exact = -torch.log_softmax(logits.double()[:M], -1)[windows].mean().item() / math.log(2)
     assert r["bpc"] == pytest.approx(exact, rel=1e-5)
 

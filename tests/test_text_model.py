@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffedu.text.masked import ar_inputs
+from diffedu.text.autoregressive import ar_inputs
 from diffedu.text.model import Transformer
 
 V, L = 12, 16
@@ -42,11 +42,11 @@ def test_kv_cache_matches_full_forward():
 
 def test_rope_scores_depend_on_relative_position_only():
     from diffedu.text.model import apply_rope, rope_tables
-    cos, sin = rope_tables(32, 8)
+    rot = rope_tables(32, 8)
     q, k = torch.randn(8), torch.randn(8)
     def score(m, n):
-        qm = apply_rope(q.view(1, 1, 1, 8).expand(1, 1, 32, 8), cos, sin)[0, 0, m]
-        kn = apply_rope(k.view(1, 1, 1, 8).expand(1, 1, 32, 8), cos, sin)[0, 0, n]
+        qm = apply_rope(q.view(1, 1, 1, 8).expand(1, 1, 32, 8), rot)[0, 0, m]
+        kn = apply_rope(k.view(1, 1, 1, 8).expand(1, 1, 32, 8), rot)[0, 0, n]
         return (qm * kn).sum()
     assert torch.allclose(score(3, 7), score(20, 24), atol=1e-5)
 

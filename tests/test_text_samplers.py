@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffedu.text import samplers as S
+from diffedu.text import autoregressive, samplers as S
 from diffedu.text.model import Transformer
 from diffedu.text.tokenizer import shakespeare_tokenizer
 
@@ -74,10 +74,10 @@ def test_infill_keeps_both_sides_and_real_model_runs():
 
 def test_ar_generate_is_seeded_and_keeps_prompt():
     model = tiny(causal=True)
-    a = S.ar_generate(model, TOK, "ROMEO:", length=20, n_samples=2, generator=torch.Generator().manual_seed(3))
-    b = S.ar_generate(model, TOK, "ROMEO:", length=20, n_samples=2, generator=torch.Generator().manual_seed(3))
+    a = autoregressive.ar_generate(model, TOK, "ROMEO:", length=20, n_samples=2, generator=torch.Generator().manual_seed(3))
+    b = autoregressive.ar_generate(model, TOK, "ROMEO:", length=20, n_samples=2, generator=torch.Generator().manual_seed(3))
     assert a == b and all(t.startswith("ROMEO:") and len(t) == 26 for t in a)
-    assert len(S.ar_generate(model, TOK, "", n_samples=1)[0]) == CTX
+    assert len(autoregressive.ar_generate(model, TOK, "", n_samples=1)[0]) == CTX
 
 
 def test_bad_inputs():
@@ -104,8 +104,40 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="start < end"):
         S.infill(model, TOK, "hello world", 5, 5)
     with pytest.raises(ValueError, match="causal"):
-        S.ar_generate(model, TOK, "ab")
+        autoregressive.ar_generate(model, TOK, "ab")
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        S.ar_generate(tiny(causal=True), TOK, "naïve")
+        autoregressive.ar_generate(tiny(causal=True), TOK, "naïve")
     with pytest.raises(ValueError, match="no room"):
-        S.ar_generate(tiny(causal=True), TOK, "y" * 40)
+        autoregressive.ar_generate(tiny(causal=True), TOK, "y" * 40)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -1.0, "1"])
+def test_a_bad_temperature_is_refused_before_sampling(temperature):
+    with pytest.raises((ValueError, TypeError), match="temperature"):
+        S.generate(tiny(), TOK, "", length=8, steps=4, temperature=temperature)
+    with pytest.raises((ValueError, TypeError), match="temperature"):
+        autoregressive.ar_generate(tiny(causal=True), TOK, "", length=8, temperature=temperature)
+
+
+def test_a_seed_is_not_a_generator():
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        S.generate(tiny(), TOK, "", length=8, steps=4, generator=0)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        autoregressive.ar_generate(tiny(causal=True), TOK, "", length=8, generator=123)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"token ids must be in 0\.\.84"):
+        model(torch.full((1, 4), TOK.vocab_size))
+    with pytest.raises(ValueError, match="token ids must be in"):
+        model(torch.tensor([[-1, 2, 3]]))
+
+
+def test_a_batch_size_of_zero_is_refused():
+    from diffedu.text import masked
+    w = torch.randint(0, TOK.vocab_size - 1, (4, CTX))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        masked.elbo_bits_per_char(tiny(), w, TOK.mask_id, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        autoregressive.ar_bits_per_char(tiny(causal=True), w, TOK.mask_id, batch_size=0)

@@ -4,13 +4,15 @@
     discrete    D3PM transition matrices Q_t (uniform, absorbing), products, posteriors  (lesson 09)
     model       one transformer: bidirectional (diffusion) or causal (its twin)            (lesson 10)
     masked      log-linear schedule, forward masking, the MDLM loss, ELBO in bits/char     (lesson 10)
-    samplers    ancestral, low-confidence remasking, semi-AR blocks, infilling; AR decoding (lessons 10-11)
+    samplers    ancestral, low-confidence remasking, semi-AR blocks, infilling          (lesson 10)
+    autoregressive  the twin: exact chain-rule likelihood, decoding with a KV cache      (lesson 11)
     tasks       MaskedLMTask, CausalLMTask for `python -m diffedu.train configs/text_*.json`
 """
-from . import discrete, masked, model, samplers, tokenizer
-from .masked import ar_bits_per_char, elbo_bits_per_char, masked_diffusion_loss
+from . import autoregressive, discrete, masked, model, samplers, tokenizer
+from .autoregressive import ar_bits_per_char, ar_generate
+from .masked import elbo_bits_per_char, masked_diffusion_loss
 from .model import Transformer, build_model
-from .samplers import ar_generate, generate, infill
+from .samplers import generate, infill
 from .tokenizer import MASK_CHAR, CharTokenizer, shakespeare_tokenizer
 
 

@@ -26,13 +26,15 @@ the weight 1/t would give the estimator infinite variance near t = 0; the droppe
 about eps of the integral (a 0.1% effect, below the Monte Carlo error we report).
 
 Bits per character = NELBO / (L ln 2) for windows of L characters; it upper-bounds the model's
-exact -log2 p(x) / L. The autoregressive twin's exact value is at the end of this file.
+exact -log2 p(x) / L. The autoregressive twin's exact value is in `autoregressive.py`.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from diffedu import _validate
 
 EPS_T = 1e-3
 LN2 = math.log(2.0)
@@ -90,13 +92,18 @@ def subs_log_probs(logits: torch.Tensor, z_t: torch.Tensor, mask_id: int) -> tor
 def masked_nll(model, x0: torch.Tensor, z_t: torch.Tensor, mask_id: int, score=None) -> torch.Tensor:
     """sum over masked positions of -log x_theta(z_t)^l[x0^l], per sequence (nats), shape (B,).
 
+    Only the masked positions are scored: a visible position carries its character over, so its
+    term is exactly 0 (the SUBS rule), and we skip it instead of computing a zero.
     score (L,) bool, optional: sum only over these positions.
     """
-    logp = subs_log_probs(model(z_t), z_t, mask_id)
-    nll = -logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # exactly 0 where z_t shows x0 (carry-over)
+    where = z_t == mask_id
     if score is not None:
-        nll = nll * score.to(nll.device)
-    return nll.sum(dim=1)
+        where = where & score.to(z_t.device)
+    logits = model(z_t)[where].float()            # (N, V): the N masked positions of the batch
+    logits[:, mask_id] = -torch.inf               # a clean character is never [MASK]
+    nll = F.cross_entropy(logits, x0[where], reduction="none")
+    rows = where.nonzero()[:, 0]                  # which sequence each masked position belongs to
+    return torch.zeros(x0.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
 
 
 def nelbo_per_sequence(model, x0: torch.Tensor, mask_id: int, generator=None, eps: float = EPS_T,
@@ -140,6 +147,8 @@ def elbo_bits_per_char(model, windows: torch.Tensor, mask_id: int, repeats: int 
     """
     if not isinstance(repeats, int) or repeats < 2:
         raise ValueError(f"repeats must be an int >= 2 (needed for an error bar), got {repeats!r}.")
+    _validate.positive_int("batch_size", batch_size)
+    _validate.generator("generator", generator)
     if hidden is not None and (maskable is None or (hidden & maskable).any()):
         raise ValueError("hidden positions need a separate maskable span to score (and must not overlap it).")
     was_training = model.training
@@ -181,48 +190,3 @@ def one_char_bits(model, windows: torch.Tensor, mask_id: int, position: int, hid
         z[:, hidden.to(device)] = mask_id
     logp = subs_log_probs(model(z), z, mask_id)[:, position]
     return (-logp.gather(-1, x0[:, position, None]).mean() / LN2).item()
-
-
-# ---------------------------------------------------------------------------------------------
-# The autoregressive twin: an exact likelihood by the chain rule, for comparison.
-#     -log p(x) = sum_l -log p(x^l | x^{<l}),   input [BOS, x^1 .. x^{L-1}], target x^1 .. x^L
-# [MASK] doubles as the BOS (start) symbol, so both models score the same L characters.
-# ---------------------------------------------------------------------------------------------
-
-def ar_inputs(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
-    """Shift right by one and put BOS first: the causal model predicts x0 from ar_inputs(x0)."""
-    bos = torch.full_like(x0[:, :1], bos_id)
-    return torch.cat([bos, x0[:, :-1]], dim=1)
-
-
-def ar_nll(model, x0: torch.Tensor, bos_id: int) -> torch.Tensor:
-    """-log p(x^l | x^{<l}) for every position (B, L), in nats; BOS gets zero probability as a target."""
-    logits = model(ar_inputs(x0, bos_id)).float().clone()
-    logits[..., bos_id] = -torch.inf
-    return F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
-
-
-def ar_loss(model, x0: torch.Tensor, bos_id: int) -> torch.Tensor:
-    """Training loss of the causal twin: nats per character."""
-    if not torch.is_tensor(x0) or x0.dtype != torch.long or x0.dim() != 2:
-        raise TypeError("ar_loss expects x0 as an int64 tensor (batch, length).")
-    return ar_nll(model, x0, bos_id).mean()
-
-
-@torch.no_grad()
-def ar_bits_per_char(model, windows: torch.Tensor, bos_id: int, batch_size: int = 64,
-                     progress: bool = True, score=None) -> dict:
-    """Exact bits per character of the causal twin on windows (N, L). No Monte Carlo: mc_se = 0.
-
-    score (L,) bool, optional: count only those positions (each still sees only its left context).
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    score = torch.ones(windows.shape[1], dtype=torch.bool) if score is None else score.bool()
-    total = 0.0
-    for x0 in tqdm(list(_batched(windows, batch_size)), desc="AR NLL", disable=not progress):
-        total += ar_nll(model, x0.to(device), bos_id)[:, score.to(device)].double().sum().item()
-    model.train(was_training)
-    chars = int(windows.shape[0] * score.sum())
-    return {"bpc": total / (chars * LN2), "mc_se": 0.0, "chars": chars}

@@ -22,6 +22,18 @@ attention scores depend on relative offsets only:
 
     q_m = R(m theta) q,  k_n = R(n theta) k   =>   q_m . k_n = q . R((n - m) theta) k
 
+A rotation of the pair (x1, x2) by an angle a is the complex product (x1 + i x2) e^{ia}, which
+is how `apply_rope` computes it (one complex multiply instead of four real ones and a stack).
+
+`shift=True` (for a diffusion LM adapted from the twin, Gong et al. 2024) keeps the twin's
+next-character head: the input is [BOS, z_1 .. z_L] and the prediction for position l is read
+at position l - 1, exactly where the twin predicted character l. BOS is the last id ([MASK]).
+An optional `attn_mask` (L, L) bool (True: may attend) lets training anneal the attention from
+causal to full.
+
+`bias=False` drops the biases of the MLP and of the LayerNorms (as nanoGPT can, and as most
+recent LMs do): slightly fewer parameters and a little faster, with no loss in quality.
+
 For fast autoregressive decoding the causal model can keep a key/value cache (`decode_step`).
 """
 import math
@@ -31,18 +43,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def rope_tables(context: int, head_dim: int, base: float = 10000.0):
-    """cos, sin tables of shape (context, head_dim // 2) for angles m * base^(-2i/head_dim)."""
+def rope_tables(context: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """e^{i m theta_j} as a complex tensor (context, head_dim // 2), theta_j = base^(-2j / head_dim)."""
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.arange(context, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    return angles.cos().float(), angles.sin().float()
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
-def apply_rope(x, cos, sin):
-    """Rotate channel pairs (x1, x2) of x (B, H, L, D) by the angles of positions 0..L-1."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x, rot):
+    """Rotate channel pairs (x[2j], x[2j+1]) of x (B, H, L, D) by the angles of its positions: rot (L, D/2)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)
 
 
 class SelfAttention(nn.Module):
@@ -52,10 +63,10 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache=None):
+    def forward(self, x, rot, cache=None, attn_mask=None):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, rot), apply_rope(k, rot)
         causal = self.causal
         if cache is not None:  # decoding: append this step's keys/values to the cache
             if "k" in cache:
@@ -65,22 +76,24 @@ class SelfAttention(nn.Module):
                 causal = False  # one new query attends to every cached key
             cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and L > 1, dropout_p=p)
+        if attn_mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and L > 1, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, L, C))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, causal: bool, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, causal: bool, dropout: float, bias: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
+        self.ln1 = nn.LayerNorm(d_model, bias=bias)
         self.attn = SelfAttention(d_model, n_heads, causal, dropout)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
-        )
+        self.ln2 = nn.LayerNorm(d_model, bias=bias)
+        mlp = [nn.Linear(d_model, 4 * d_model, bias=bias), nn.GELU(), nn.Linear(4 * d_model, d_model, bias=bias)]
+        self.mlp = nn.Sequential(*mlp, *([nn.Dropout(dropout)] if dropout > 0 else []))
 
-    def forward(self, x, cos, sin, cache=None):
-        x = x + self.attn(self.ln1(x), cos, sin, cache)
+    def forward(self, x, rot, cache=None, attn_mask=None):
+        x = x + self.attn(self.ln1(x), rot, cache, attn_mask)
         return x + self.mlp(self.ln2(x))
 
 
@@ -92,7 +105,8 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, vocab_size: int, context: int, d_model: int = 128, n_layers: int = 4,
-                 n_heads: int = 4, causal: bool = False, dropout: float = 0.0):
+                 n_heads: int = 4, causal: bool = False, dropout: float = 0.0, bias: bool = True,
+                 shift: bool = False):
         super().__init__()
         for name, v in dict(vocab_size=vocab_size, context=context, d_model=d_model,
                             n_layers=n_layers, n_heads=n_heads).items():
@@ -101,13 +115,14 @@ class Transformer(nn.Module):
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ValueError(f"Transformer: d_model={d_model} must split into n_heads={n_heads} heads "
                              "of even width (RoPE rotates pairs of channels).")
-        self.vocab_size, self.context, self.causal = vocab_size, context, bool(causal)
+        if shift and causal:
+            raise ValueError("Transformer: shift=True is for a bidirectional model adapted from a causal one; "
+                             "a causal model is shifted already (it reads [BOS, x_1 .. x_{L-1}]).")
+        self.vocab_size, self.context, self.causal, self.shift = vocab_size, context, bool(causal), bool(shift)
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, self.causal, dropout) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
-        cos, sin = rope_tables(context, d_model // n_heads)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, self.causal, dropout, bias) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model, bias=bias)
+        self.register_buffer("rope", rope_tables(context + self.shift, d_model // n_heads), persistent=False)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -126,18 +141,26 @@ class Transformer(nn.Module):
     def _check(self, idx, start=0):
         if not torch.is_tensor(idx) or idx.dtype != torch.long or idx.dim() != 2:
             raise TypeError("Transformer expects token ids as an int64 tensor of shape (batch, length).")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must be in 0..{self.vocab_size - 1} (the vocabulary), got ids from "
+                             f"{int(idx.min())} to {int(idx.max())}; encode text with the model's tokenizer.")
         if start + idx.shape[1] > self.context:
             raise ValueError(f"Sequence of length {start + idx.shape[1]} is longer than the model's "
                              f"context of {self.context} characters.")
 
-    def forward(self, idx):
+    def forward(self, idx, attn_mask=None):
+        """logits (B, L, V) for idx (B, L); attn_mask (L', L') bool with L' = L (+1 with shift)."""
         self._check(idx)
+        if self.shift:  # [BOS, z_1 .. z_L]: position l's logits come from position l - 1
+            idx = torch.cat([torch.full_like(idx[:, :1], self.vocab_size - 1), idx], dim=1)
         L = idx.shape[1]
-        cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+        if attn_mask is not None and attn_mask.shape != (L, L):
+            raise ValueError(f"attn_mask must have shape ({L}, {L}), got {tuple(attn_mask.shape)}.")
         h = self.embed(idx)
         for block in self.blocks:
-            h = block(h, cos, sin)
-        return self.ln_f(h) @ self.embed.weight.T
+            h = block(h, self.rope[:L], attn_mask=attn_mask)
+        logits = self.ln_f(h) @ self.embed.weight.T
+        return logits[:, :-1] if self.shift else logits
 
     @torch.no_grad()
     def decode_step(self, idx, caches, start: int):
@@ -149,18 +172,18 @@ class Transformer(nn.Module):
             raise ValueError("decode_step needs a causal model: a bidirectional model cannot reuse its cache.")
         self._check(idx, start)
         n = idx.shape[1]
-        cos, sin = self.rope_cos[start:start + n], self.rope_sin[start:start + n]
         h = self.embed(idx)
         for block, cache in zip(self.blocks, caches):
-            h = block(h, cos, sin, cache)
+            h = block(h, self.rope[start:start + n], cache)
         return self.ln_f(h) @ self.embed.weight.T
 
 
 def build_model(model_config: dict, vocab_size: int) -> Transformer:
-    """Transformer from the "model" part of a config (keys: context, d_model, n_layers, n_heads, causal)."""
+    """Transformer from the "model" part of a config (keys: context, d_model, n_layers, n_heads, causal,
+    dropout, bias, shift)."""
     if not isinstance(model_config, dict):
         raise TypeError(f"model config must be a dict, got {type(model_config).__name__}.")
-    allowed = {"context", "d_model", "n_layers", "n_heads", "causal", "dropout"}
+    allowed = {"context", "d_model", "n_layers", "n_heads", "causal", "dropout", "bias", "shift"}
     unknown = set(model_config) - allowed
     if unknown:
         raise ValueError(f"Unknown model config keys {sorted(unknown)}; allowed: {sorted(allowed)}.")

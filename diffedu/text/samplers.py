@@ -1,4 +1,4 @@
-"""Samplers for the masked diffusion LM, and plain decoding for its autoregressive twin.
+"""Samplers for the masked diffusion LM (the twin's left-to-right decoding is in autoregressive.py).
 
 All diffusion samplers start from z_1 = [prompt, MASK, MASK, ..., MASK] and reveal characters
 until none is masked. They differ only in *which* masked positions are revealed at each step:
@@ -21,13 +21,15 @@ are truncated, which lowers the effective temperature of many-step samplers (Zhe
 """
 import torch
 
+from diffedu import _validate
+
 from .masked import subs_log_probs
 
 
 def sample_categorical(log_probs: torch.Tensor, generator=None, temperature: float = 1.0) -> torch.Tensor:
     """argmax(log_probs / temperature + Gumbel noise), computed in float64. temperature 0: argmax."""
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}.")
+    _validate.nonnegative_float("temperature", temperature, " (0 means: always the most likely character)")
+    _validate.generator("generator", generator)
     if temperature == 0:
         return log_probs.argmax(-1)
     u = torch.rand(log_probs.shape, generator=generator, dtype=torch.float64).to(log_probs.device)
@@ -36,8 +38,7 @@ def sample_categorical(log_probs: torch.Tensor, generator=None, temperature: flo
 
 
 def _check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int (number of denoising steps), got {steps!r}.")
+    _validate.positive_int("steps", steps)
 
 
 def _record(frames, z):
@@ -132,10 +133,6 @@ def remasking_sample(model, z: torch.Tensor, mask_id: int, steps: int, generator
     return (z, frames) if trajectory else z
 
 
-def _context_of(model):
-    return model.context
-
-
 def masked_prompt(tok, prompt: str, length, context: int, n_samples: int = 1) -> torch.Tensor:
     """(n_samples, P + length) ids: the prompt's characters followed by `length` masks."""
     if not isinstance(prompt, str):
@@ -162,6 +159,8 @@ METHODS = ("ancestral", "remask", "semi_ar")
 
 def _run(model, z, tok, method, steps, generator, temperature, block_length, trajectory):
     _check_steps(steps)
+    _validate.generator("generator", generator)
+    _validate.nonnegative_float("temperature", temperature)
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     if getattr(model, "causal", False):
@@ -185,7 +184,7 @@ def generate(model, tok, prompt: str = "", length=None, steps: int = 64, method:
 
     With trajectory=True returns (texts, frames): frames are the (n_samples, L) id tensors after each step.
     """
-    z = masked_prompt(tok, prompt, length, _context_of(model), n_samples)
+    z = masked_prompt(tok, prompt, length, model.context, n_samples)
     out = _run(model, z, tok, method, steps, generator, temperature, block_length, trajectory)
     z, frames = out if trajectory else (out, None)
     texts = tok.decode_batch(z.cpu())
@@ -197,9 +196,9 @@ def infill(model, tok, text: str, start: int, end: int, steps: int = 32, method:
            trajectory: bool = False):
     """Mask text[start:end] and let the model fill it, using the context on BOTH sides."""
     ids = tok.encode(text)
-    if ids.numel() > _context_of(model):
+    if ids.numel() > model.context:
         raise ValueError(f"The passage has {ids.numel()} characters, more than the context of "
-                         f"{_context_of(model)}.")
+                         f"{model.context}.")
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= ids.numel()):
         raise ValueError(f"Need 0 <= start < end <= len(text) = {ids.numel()}, got start={start!r}, end={end!r}.")
     z = ids.clone()
@@ -218,29 +217,3 @@ def reveal_order(frames, mask_id: int) -> torch.Tensor:
         newly = (frames[k - 1] == mask_id) & (frames[k] != mask_id)
         order[newly] = k
     return order
-
-
-@torch.no_grad()
-def ar_generate(model, tok, prompt: str = "", length=None, n_samples: int = 1, temperature: float = 1.0,
-                generator=None) -> list:
-    """Left-to-right decoding of the causal twin with a key/value cache. Returns a list of str.
-
-    The start symbol is [MASK] (the twin's BOS); each step feeds one character and samples the next.
-    """
-    if not getattr(model, "causal", False):
-        raise ValueError("ar_generate needs the causal (causal=True) model.")
-    z = masked_prompt(tok, prompt, length, _context_of(model), n_samples)
-    P, total = (z[0] != tok.mask_id).sum().item(), z.shape[1]
-    device = next(model.parameters()).device
-    bos = torch.full((n_samples, 1), tok.mask_id, dtype=torch.long)
-    seq = torch.cat([bos, z[:, :P]], dim=1).to(device)
-    caches = [{} for _ in model.blocks]
-    logits = model.decode_step(seq, caches, start=0)[:, -1]
-    for i in range(total - P):
-        logits = logits.float()
-        logits[:, tok.mask_id] = -torch.inf
-        x = sample_categorical(torch.log_softmax(logits, -1), generator, temperature)
-        seq = torch.cat([seq, x[:, None]], dim=1)
-        if i < total - P - 1:
-            logits = model.decode_step(x[:, None], caches, start=seq.shape[1] - 1)[:, -1]
-    return tok.decode_batch(seq[:, 1:].cpu())

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from . import masked
+from . import autoregressive, masked
 from .model import build_model
 from .tokenizer import eval_windows, random_windows, shakespeare_ids, shakespeare_tokenizer
 
@@ -23,6 +23,7 @@ DEFAULT_EVAL = {"windows": None, "repeats": 4, "batch_size": 64}  # windows None
 
 class _TextTask:
     causal = None  # set by the subclasses
+    unit = "characters"  # what the model card counts; units_per_example = context (set below)
 
     def __init__(self, config: dict, device):
         if not isinstance(config, dict) or "model" not in config:
@@ -33,7 +34,7 @@ class _TextTask:
                              f"got {model_cfg['causal']}.")
         self.config, self.device = config, torch.device(device)
         self.tok = shakespeare_tokenizer()
-        self.context = model_cfg["context"]
+        self.context = self.units_per_example = model_cfg["context"]
         self.batch_size = config.get("batch_size", 32)
         self.model = build_model(model_cfg, self.tok.vocab_size).to(self.device)
         self.eval_cfg = {**DEFAULT_EVAL, **config.get("eval", {})}
@@ -57,19 +58,55 @@ class _TextTask:
 
 
 class MaskedLMTask(_TextTask):
-    """Masked diffusion LM (MDLM): bidirectional transformer, loss = continuous-time NELBO."""
+    """Masked diffusion LM (MDLM): bidirectional transformer, loss = continuous-time NELBO.
+
+    Adaptation from the twin (Gong et al. 2024): with "adapt": {"anneal_steps": N} in the config and
+    `--init` naming the causal twin's checkpoint, the model (with model.shift = true) starts from the
+    twin's weights, and for the first N steps each query may attend to the keys on its left plus a
+    random fraction (step + 1) / N of those on its right: the attention opens from causal to full.
+    """
 
     causal = False
+    init_tasks = ("diffedu.text.tasks:CausalLMTask",)  # --init may name the twin (with "adapt")
+    init_may_differ = ("causal", "shift")
+    step = 0
+
+    def __init__(self, config: dict, device):
+        super().__init__(config, device)
+        self.adapt = config.get("adapt")
+        if self.adapt is not None:
+            n = self.adapt.get("anneal_steps") if isinstance(self.adapt, dict) else None
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"'adapt' must be {{\"anneal_steps\": int >= 0}}, got {self.adapt!r}.")
+            if not self.model.shift:
+                raise ValueError("'adapt' needs model.shift = true, to keep the twin's next-character head.")
+        else:
+            self.init_tasks = ()
+
+    def set_step(self, step: int) -> None:
+        """The trainer tells the task its step before each batch (the annealing depends on it)."""
+        self.step = step
+
+    def attention_mask(self, generator):
+        """Causal plus a random fraction (step + 1) / anneal_steps of the future; None once fully open."""
+        n = self.adapt["anneal_steps"] if self.adapt else 0
+        if self.step >= n:
+            return None
+        L = self.context + 1  # the shifted input has BOS in front
+        u = torch.rand(L, L, generator=generator)
+        return torch.ones(L, L, dtype=torch.bool).tril() | (u < (self.step + 1) / n)
 
     def batches(self, generator, rank: int = 0, world_size: int = 1):
         for x0 in self._windows(generator):
             t = masked.sample_t(x0.shape[0], generator)  # antithetic over the batch
             z_t = masked.forward_mask(x0, t, self.tok.mask_id, generator)
-            yield tuple(v.to(self.device) for v in (x0, z_t, t))
+            mask = self.attention_mask(generator)
+            yield tuple(v.to(self.device) for v in (x0, z_t, t)) + (mask if mask is None else mask.to(self.device),)
 
     def loss(self, model, batch):
-        x0, z_t, t = batch
-        nll = masked.masked_nll(model, x0, z_t, self.tok.mask_id)
+        x0, z_t, t, attn_mask = batch if len(batch) == 4 else (*batch, None)
+        net = model if attn_mask is None else (lambda z: model(z, attn_mask=attn_mask))
+        nll = masked.masked_nll(net, x0, z_t, self.tok.mask_id)
         return (masked.loss_weight(t) * nll).mean() / x0.shape[1]
 
     @torch.no_grad()
@@ -80,6 +117,14 @@ class MaskedLMTask(_TextTask):
         r = masked.elbo_bits_per_char(ema_model, windows, self.tok.mask_id, cfg["repeats"],
                                       cfg["batch_size"], gen, progress=False)
         return {"val_bpc_elbo": r["bpc"], "val_bpc_mc_se": r["mc_se"], "val_chars": r["chars"]}
+
+    @torch.no_grad()
+    def validate(self, ema_model) -> dict:
+        """A quick point of the learning curve: the bound on 64 validation windows (2 repeats)."""
+        windows = eval_windows("val", self.context, 64)
+        r = masked.elbo_bits_per_char(ema_model, windows, self.tok.mask_id, 2, 64,
+                                      torch.Generator().manual_seed(0), progress=False)
+        return {"val_bpc_64": r["bpc"]}
 
     def on_checkpoint(self, ema_model, step, out_dir):
         from .samplers import generate
@@ -98,19 +143,25 @@ class CausalLMTask(_TextTask):
             yield x0.to(self.device)
 
     def loss(self, model, batch):
-        return masked.ar_loss(model, batch, self.tok.mask_id)
+        return autoregressive.ar_loss(model, batch, self.tok.mask_id)
 
     @torch.no_grad()
     def evaluate(self, ema_model) -> dict:
         cfg = self.eval_cfg
         windows = eval_windows("val", self.context, cfg["windows"])
-        r = masked.ar_bits_per_char(ema_model, windows, self.tok.mask_id, cfg["batch_size"], progress=False)
+        r = autoregressive.ar_bits_per_char(ema_model, windows, self.tok.mask_id, cfg["batch_size"], progress=False)
         return {"val_bpc": r["bpc"], "val_chars": r["chars"]}
 
+    @torch.no_grad()
+    def validate(self, ema_model) -> dict:
+        """A quick point of the learning curve: exact bits/char on 64 validation windows."""
+        windows = eval_windows("val", self.context, 64)
+        return {"val_bpc_64": autoregressive.ar_bits_per_char(ema_model, windows, self.tok.mask_id, 64,
+                                                              progress=False)["bpc"]}
+
     def on_checkpoint(self, ema_model, step, out_dir):
-        from .samplers import ar_generate
         gen = torch.Generator().manual_seed(step)
-        _write_sample(out_dir, step, ar_generate(ema_model, self.tok, "", length=min(self.context, 200),
+        _write_sample(out_dir, step, autoregressive.ar_generate(ema_model, self.tok, "", length=min(self.context, 200),
                                                  generator=gen)[0])
 
 
