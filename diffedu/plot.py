@@ -106,3 +106,9 @@ def animate(frames, draw, interval: int = 120, figsize=(4, 4), **subplot_kw):
     html = HTML(anim.to_jshtml(default_mode="once"))
     plt.close(fig)
     return html
+
+
+def wrap(text: str, width: int = 64) -> str:
+    """Text for display in a figure: every line (the text's own newlines kept) cut to `width` columns."""
+    lines = text.split("\n")
+    return "\n".join(line[i:i + width] for line in lines for i in range(0, max(len(line), 1), width))

@@ -47,7 +47,7 @@ def test_batches_come_from_the_right_split():
 
 
 def test_wrap_keeps_text_and_newlines():
-    from diffedu.text.tokenizer import wrap
+    from diffedu.plot import wrap
     text = "a" * 10 + "\n" + "b" * 3
     assert wrap(text, 4) == "aaaa\naaaa\naa\nbbb"
     assert wrap(text, 4).replace("\n", "") == text.replace("\n", "")

@@ -116,9 +116,3 @@ def eval_windows(split: str, context: int, max_windows=None) -> torch.Tensor:
         pick = torch.linspace(0, n - 1, max_windows).round().long()
         windows = windows[pick]
     return windows
-
-
-def wrap(text: str, width: int = 64) -> str:
-    """Text for display in a figure: every line (the text's own newlines kept) cut to `width` columns."""
-    lines = text.split("\n")
-    return "\n".join(line[i:i + width] for line in lines for i in range(0, max(len(line), 1), width))
