@@ -265,14 +265,20 @@ class Trainer:
         self._stop = True
 
     # -- shipping ------------------------------------------------------------
+    def curve(self) -> list:
+        """The learning-curve points of this run (log lines with a validation metric)."""
+        log = self.out / "log.jsonl"
+        lines = [json.loads(l) for l in log.read_text().splitlines() if l] if log.exists() else []
+        return [l for l in lines if any(k.startswith("val_") for k in l)]
+
     def this_run(self) -> dict:
-        """The record of this run for the model card's lineage."""
+        """The record of this run for the model card's lineage (with its learning curve, if any)."""
         per = getattr(self.task, "units_per_example", 1)
         return dict(steps=self.step, batch_size=self.config["batch_size"],
                     **{getattr(self.task, "unit", "examples"): self.step * self.config["batch_size"] * per},
                     hardware=f"{hardware()} x {self.world} process(es)", precision=self.precision,
                     wall_time_s=round(self.wall_time, 1), init=self.init and self.init["checkpoint"],
-                    date=datetime.date.today().isoformat())
+                    date=datetime.date.today().isoformat(), **({"curve": c} if (c := self.curve()) else {}))
 
     def ship(self, command: str) -> Path:
         """Evaluate the EMA model and write assets/checkpoints/NAME.{safetensors,json}."""

@@ -94,3 +94,20 @@ def test_adapt_settings_are_checked():
         MaskedLMTask({**TINY, "model": {**TINY["model"], "shift": True}, "adapt": {"anneal_steps": -1}}, "cpu")
     with pytest.raises(ValueError, match="shift=True is for a bidirectional model"):
         CausalLMTask({**TINY, "model": {**TINY["model"], "shift": True}}, "cpu")
+
+
+def test_a_text_run_logs_a_learning_curve_and_ships_it(tmp_path, monkeypatch):
+    from diffedu import train
+    (tmp_path / "assets" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "assets" / "data").symlink_to(ROOT / "assets" / "data")
+    monkeypatch.setenv("DIFFEDU_ASSETS", str(tmp_path / "assets"))
+    cfg = {**TINY, "name": "tiny_ar", "task": "diffedu.text.tasks:CausalLMTask", "steps": 4, "eval_every": 2,
+           "log_every": 1, "ckpt_every": 4, "warmup": 1, "model": {**TINY["model"], "causal": True}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    train.main([str(path), "--out", str(tmp_path / "run"), "--device", "cpu", "--ship"])
+    card = json.loads((tmp_path / "assets" / "checkpoints" / "tiny_ar.json").read_text())
+    curve = card["runs"][-1]["curve"]
+    assert [p["step"] for p in curve] == [2, 4] and [p["characters"] for p in curve] == [2 * 4 * 32, 4 * 4 * 32]
+    assert all(2.0 < p["val_bpc_64"] < 8.0 for p in curve)
+    assert card["totals"]["characters"] == 4 * 4 * 32
