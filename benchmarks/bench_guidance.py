@@ -7,7 +7,8 @@ Two sweeps with the shipped U-Net (one network: null class = unconditional, digi
 
 * classifier guidance (DDIM, eps form):  eps(x_t, t, null) - s sqrt(1 - alpha_bar_t) grad log p(y | x_t, t),
   gradient of the noise-aware classifier ``mnist_noisy_classifier``;
-* classifier-free guidance:  eps(null) + w (eps(y) - eps(null))  (w = 1: plain conditional model).
+* classifier-free guidance:  eps(null) + w (eps(y) - eps(null))  (w = 1: plain conditional model;
+  the course's one convention, diffedu.guidance eq. 4).
 
 Every row is judged by the *clean* classifier ``mnist_classifier`` (a different network from the
 guide): accuracy = fraction of samples it labels as the requested digit; FD = Fréchet distance
@@ -30,7 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import diffedu as dd  # noqa: E402
-from diffedu import classifier, data, guidance, metrics, unet  # noqa: E402
+from diffedu import data, guidance, images, metrics  # noqa: E402
+from diffedu.images import classifier  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,7 +100,7 @@ def main(argv=None):
     dd.seed_everything(args.seed)
     device = dd.get_device(args.device)
     print(dd.banner(device))
-    net, schedule, card = unet.load_unet(device=device)
+    net, schedule, card = images.load_pretrained(device=device)
     guide = classifier.load("mnist_noisy_classifier", device)
     judge = classifier.load("mnist_classifier", device)
     x_test, y_test = data.mnist("test").tensors

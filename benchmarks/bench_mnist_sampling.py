@@ -30,7 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffedu import metrics, unet  # noqa: E402
+from diffedu import images, metrics  # noqa: E402
+from diffedu.images import classifier, pipeline  # noqa: E402
 from diffedu.data import mnist  # noqa: E402
 from diffedu.train import hardware  # noqa: E402
 
@@ -65,13 +66,13 @@ def main(argv=None):
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, schedule, card = unet.load_unet("mnist_unet")
+    model, schedule, card = images.load_pretrained("mnist_unet")
     key = f"{card['weights_sha256'][:16]}|{args.mode}|n={args.n}|seed={args.seed}"
     labels = torch.arange(args.n) % 10 if args.mode == "conditional" else None
     path = Path(args.json)
     cache = json.loads(path.read_text()) if path.exists() else {}
     rows = cache.get(key, {})
-    judge = metrics.judge()
+    judge = classifier.load("mnist_classifier")
     train_x, test_x = real_digits(args.n, args.seed)
     mu_test, cov_test = metrics.gaussian_stats(metrics.mnist_features(test_x, judge))
     if "floor" not in rows or args.force:
@@ -84,7 +85,7 @@ def main(argv=None):
         sampler, steps, eta = SAMPLERS[name]
         g = torch.Generator().manual_seed(args.seed)
         t0, c0 = time.perf_counter(), time.process_time()
-        x = unet.sample(model, schedule, args.n, sampler, steps=steps, labels=labels, generator=g,
+        x = pipeline.sample(model, schedule, args.n, sampler, steps=steps, labels=labels, generator=g,
                         eta=eta, batch_size=args.batch_size)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         mu, cov = metrics.gaussian_stats(metrics.mnist_features(x, judge))

@@ -1,7 +1,8 @@
 """Checks for exercises and for the claims a lesson makes.
 
-* ``check(name, got, want)`` compares a learner's answer with the exact answer and
-  says in plain words what is wrong (not attempted, wrong shape, NaN, largest error).
+* ``check_answer(name, got, want)`` compares a learner's answer with the exact answer and
+  says in plain words what is wrong (not attempted, wrong shape, NaN, largest error); it
+  never raises, and returns True when the answer is right (``dd.check_answer`` in the lessons).
 * ``expect(name, value, lo, hi)`` prints a measured number with the band the lesson
   promises, and raises if the number leaves the band - so a lesson whose claim stops
   being true fails its test instead of quietly printing a different number.
@@ -18,7 +19,7 @@ def _as_array(x):
     return np.asarray(x, dtype=np.float64)
 
 
-def check(name: str, got, want, atol: float = 1e-6, rtol: float = 1e-5) -> bool:
+def check_answer(name: str, got, want, atol: float = 1e-6, rtol: float = 1e-5) -> bool:
     """Compare ``got`` with the exact ``want``; print a verdict; return True when they agree."""
     if got is None:
         print(f"[{name}] not attempted yet: replace the `return None` with your code.")
@@ -55,3 +56,6 @@ def expect(name: str, value, lo: float | None = None, hi: float | None = None):
     if not ok:
         raise AssertionError(f"{name} = {v:.6g} is outside the expected band {band}")
     return v
+
+
+check = check_answer  # the old name, until every lesson calls check_answer

@@ -28,43 +28,46 @@ trained with and without labels supplies both scores. Put into (2) with s = w:
 .. math::  \hat\varepsilon = \varepsilon_\theta(x_t, t, \varnothing)
            + w\,\big(\varepsilon_\theta(x_t, t, y) - \varepsilon_\theta(x_t, t, \varnothing)\big).   (4)
 
-Convention of this course: w = 0 is the unconditional model, w = 1 the plain conditional
-model, w > 1 guided. Some papers (Ho & Salimans) write
-:math:`(1 + w')\,\varepsilon(y) - w'\,\varepsilon(\varnothing)` instead: that is (4) with w = 1 + w'.
-"""
-import math
+**The one convention of the course** (lesson 08, and every function of diffedu): w = 0 is
+the unconditional model, w = 1 the plain conditional model, w > 1 guided (GLIDE, Imagen and
+diffusers' ``guidance_scale`` use this form too). Ho & Salimans (2022) write instead
 
+.. math::  \hat\varepsilon = (1 + w_\text{theirs})\,\varepsilon_\theta(x_t, t, y)
+           - w_\text{theirs}\,\varepsilon_\theta(x_t, t, \varnothing),
+
+which is (4) with :math:`w_\text{theirs} = w - 1`: their 0 is our 1 (no guidance), their 3 our 4.
+"""
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
-from .forward import _noise_like, q_posterior, x0_from_eps
-from .samplers import _clip, _start, _tvec, ddim_sample, ddim_timesteps
+from . import _validate, metrics
+from .forward import q_posterior
+from .samplers import ddim_sample, ddim_timesteps, ddpm_step, start_noise, timestep_batch
 from .schedules import NoiseSchedule
 
 
 # ----------------------------------------------------------------------------- input checks
 def check_scale(scale, name: str = "scale") -> float:
     """A guidance scale must be a finite number >= 0 (0 switches guidance off)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise TypeError(f"{name} must be a finite number >= 0, got {scale!r}.")
-    if scale < 0:
-        raise ValueError(f"{name} must be >= 0 (0 = no guidance), got {scale}; a negative scale would "
-                         f"push samples away from the class.")
-    return float(scale)
+    return _validate.nonnegative_float(name, scale, " (0 = no guidance); a negative scale would push samples "
+                                                    "away from the class")
 
 
-def check_labels(y, batch: int, num_classes: int, device=None) -> torch.Tensor:
-    """Labels as a LongTensor (batch,): an int (same class for every image) or one per image, in 0..K-1."""
+def check_labels(y, num_classes: int, batch: int | None = None, device=None) -> torch.Tensor:
+    """Class labels y in 0..num_classes-1 as a LongTensor: one int for every image, or one per image.
+
+    With ``batch`` the result has shape (batch,) (an int is repeated); without it, y is only checked.
+    """
     y = torch.as_tensor(y, device=device)
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise TypeError(f"class labels must be integers 0..{num_classes - 1}, got dtype {y.dtype}.")
-    if y.dim() == 0:
-        y = y.expand(batch)
-    if y.shape != (batch,):
-        raise ValueError(f"need one label or {batch} labels (one per image), got shape {tuple(y.shape)}.")
+    if y.dim() > 1 or (batch is not None and y.dim() == 1 and y.shape[0] != batch):
+        want = f"one label or {batch} labels (one per image)" if batch is not None else "one label or one per image"
+        raise ValueError(f"need {want}, got shape {tuple(y.shape)}.")
     if bool(((y < 0) | (y >= num_classes)).any()):
-        raise ValueError(f"class labels must be in 0..{num_classes - 1}, got {sorted(set(y.tolist()))}.")
+        raise ValueError(f"class labels must be in 0..{num_classes - 1}, got {sorted(set(y.flatten().tolist()))}.")
+    if batch is not None and y.dim() == 0:
+        y = y.expand(batch)
     return y.long()
 
 
@@ -85,12 +88,12 @@ def classifier_grad(classifier, x_t: torch.Tensor, t, y) -> torch.Tensor:
     _check_classifier_input(classifier, x_t)
     num_classes = getattr(classifier, "num_classes", None)
     if num_classes is not None:
-        y = check_labels(y, x_t.shape[0], num_classes, x_t.device)
+        y = check_labels(y, num_classes, x_t.shape[0], x_t.device)
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         logits = classifier(x, t)
         if num_classes is None:
-            y = check_labels(y, x_t.shape[0], logits.shape[1], x_t.device)
+            y = check_labels(y, logits.shape[1], x_t.shape[0], x_t.device)
         log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()  # images are independent
         (grad,) = torch.autograd.grad(log_p, x)
     return grad.to(x_t.dtype)
@@ -110,41 +113,19 @@ def classifier_guided_eps(eps_model, classifier, y, scale: float, schedule: Nois
     return guided
 
 
-def posterior(x0_hat, x_t, t: int, t_prev: int, schedule: NoiseSchedule):
-    r"""Mean and variance of q(x_{t'} | x_t, x0) for any t' < t (t' = t - 1: the usual DDPM posterior).
+def guided_ddpm_step(x_t, t: int, eps, schedule: NoiseSchedule, *, grad, scale: float, t_prev: int | None = None,
+                     generator=None, clip_x0=None):
+    r"""One ancestral step with its mean shifted towards y: the plain step + s Sigma grad log p(y | x_t).
 
-    With alpha = ab_t / ab_t' and beta = 1 - alpha (the "respaced" step of Nichol & Dhariwal, 2021):
-    mean = sqrt(ab_t') beta / (1 - ab_t) x0 + sqrt(alpha) (1 - ab_t') / (1 - ab_t) x_t,
-    var = (1 - ab_t') / (1 - ab_t) beta.
-    """
-    if t_prev == t - 1:
-        return q_posterior(x0_hat, x_t, t, schedule)
-    if not 0 <= t_prev < t:
-        raise ValueError(f"need 0 <= t_prev < t, got t={t}, t_prev={t_prev}.")
-    ab, ab_prev = schedule.alpha_bar[t].item(), schedule.alpha_bar[t_prev].item()
-    alpha = ab / ab_prev
-    mean = (ab_prev**0.5 * (1 - alpha) / (1 - ab)) * x0_hat + (alpha**0.5 * (1 - ab_prev) / (1 - ab)) * x_t
-    return mean, (1 - ab_prev) / (1 - ab) * (1 - alpha)
-
-
-@torch.no_grad()
-def guided_ddpm_step(eps_model, classifier, x_t, t: int, y, scale: float, schedule: NoiseSchedule,
-                     generator=None, clip_x0=None, t_prev: int | None = None):
-    r"""One ancestral step with a shifted mean: x_{t'} = mu + s Sigma grad log p(y | x_t) + sqrt(Sigma) z.
-
-    mu and Sigma are those of the unguided step (the posterior given x0_hat), exactly as in
-    :func:`diffedu.samplers.ddpm_step` when t' = t - 1 (the default). Returns ``(x_prev, x0_hat)``.
+    ``grad`` is ``classifier_grad(classifier, x_t, t, y)``; Sigma is the plain step's variance
+    (:func:`diffedu.samplers.ddpm_step`, t' = t_prev, default t - 1). Returns ``(x_prev, x0_hat)``.
     """
     scale = check_scale(scale)
-    t_prev = t - 1 if t_prev is None else t_prev
-    tt = _tvec(t, x_t)
-    x0_hat = _clip(x0_from_eps(x_t, t, eps_model(x_t, tt), schedule), clip_x0)
-    mean, var = posterior(x0_hat, x_t, t, t_prev, schedule)
-    if scale > 0:
-        mean = mean + scale * var * classifier_grad(classifier, x_t, tt, y)
-    if t_prev == 0:  # the last step returns the mean, no noise (algorithm 2 of DDPM)
-        return mean, x0_hat
-    return mean + var**0.5 * _noise_like(x_t, generator), x0_hat
+    x_prev, x0_hat = ddpm_step(x_t, t, eps, schedule, t_prev, generator=generator, clip_x0=clip_x0)
+    if scale == 0:
+        return x_prev, x0_hat
+    _, var = q_posterior(x0_hat, x_t, t, schedule, t_prev)  # Sigma, as in the plain step
+    return x_prev + scale * var * grad, x0_hat
 
 
 @torch.no_grad()
@@ -156,23 +137,27 @@ def guided_ddpm_sample(eps_model, classifier, y, scale: float, schedule: NoiseSc
     """
     scale = check_scale(scale)
     ts = ddim_timesteps(schedule.T, steps or schedule.T)
-    x = _start(shape, generator, device or "cpu")
+    x = start_noise(shape, generator, device)
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [0])), desc=f"guided DDPM s={scale:g}",
                           disable=not progress, leave=False):
-        x, _ = guided_ddpm_step(eps_model, classifier, x, t, y, scale, schedule, generator, clip_x0, t_prev)
+        tt = timestep_batch(t, x)
+        eps = eps_model(x, tt)
+        grad = classifier_grad(classifier, x, tt, y) if scale > 0 else None
+        x, _ = guided_ddpm_step(x, t, eps, schedule, grad=grad, scale=scale, t_prev=t_prev,
+                                generator=generator, clip_x0=clip_x0)
     return x
 
 
 # ----------------------------------------------------------------------------- classifier-free guidance
 def cfg_eps(model, x_t: torch.Tensor, t, y, w: float) -> torch.Tensor:
-    r"""Eq. (4): eps(x_t, t, null) + w (eps(x_t, t, y) - eps(x_t, t, null)).
+    r"""Eq. (4): eps(x_t, t, null) + w (eps(x_t, t, y) - eps(x_t, t, null)), the course's one CFG.
 
     ``model(x_t, t, y)`` predicts noise given labels y, and ``model(x_t, t, None)`` without
     a label (the null class). w = 0: unconditional; w = 1: conditional; w > 1: guided.
-    (The "(1 + w') eps(y) - w' eps(null)" form of some papers is w = 1 + w'.)
+    (The "(1 + w') eps(y) - w' eps(null)" form of Ho & Salimans is w = 1 + w'.)
     """
     w = check_scale(w, "w")
-    y = check_labels(y, x_t.shape[0], getattr(model, "num_classes", None) or 10, x_t.device)
+    y = check_labels(y, getattr(model, "num_classes", None) or 10, x_t.shape[0], x_t.device)
     if w == 0:
         return model(x_t, t, None)
     eps_cond = model(x_t, t, y)
@@ -185,7 +170,7 @@ def cfg_eps(model, x_t: torch.Tensor, t, y, w: float) -> torch.Tensor:
 def cfg_model(model, y, w: float):
     """Wrap eq. (4) as eps_model(x_t, t) for the samplers (labels y: an int or one per image)."""
     w = check_scale(w, "w")
-    check_labels(y, torch.as_tensor(y).numel() or 1, getattr(model, "num_classes", None) or 10)
+    check_labels(y, getattr(model, "num_classes", None) or 10)
     return lambda x_t, t: cfg_eps(model, x_t, t, y, w)
 
 
@@ -223,7 +208,7 @@ class MixtureDenoiser:
     def __call__(self, x_t, t, y=None):
         if y is None:
             return _per_timestep(x_t, t, self.schedule, lambda x, ab: self.mixture.eps_star(x, ab))
-        y = check_labels(y, x_t.shape[0], self.num_classes, x_t.device)
+        y = check_labels(y, self.num_classes, x_t.shape[0], x_t.device)
         out = torch.empty_like(x_t)
         for k in y.unique().tolist():
             rows = y == k

@@ -22,22 +22,11 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ._validate import positive_float, positive_int
+from .forward import noise_like
+
 
 # ----------------------------------------------------------------------------- checks
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}.")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    return float(value)
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
-
 
 def _check_x(x):
     if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
@@ -72,9 +61,9 @@ def noise_ladder(sigma_max, sigma_min, n):
     Song & Ermon choose sigma_max about the largest distance between data points, so
     that p_sigma_1 covers all modes, and sigma_min small enough to be invisible.
     """
-    sigma_max = _check_positive("sigma_max", sigma_max)
-    sigma_min = _check_positive("sigma_min", sigma_min)
-    n = _check_count("n", n)
+    sigma_max = positive_float("sigma_max", sigma_max)
+    sigma_min = positive_float("sigma_min", sigma_min)
+    n = positive_int("n", n)
     if n < 2 or sigma_min >= sigma_max:
         raise ValueError("noise_ladder needs n >= 2 and sigma_max > sigma_min "
                          f"(got n={n}, sigma_max={sigma_max}, sigma_min={sigma_min}).")
@@ -87,7 +76,7 @@ def smoothed(mixture, sigma):
     Convolving a Gaussian with N(0, sigma^2 I) adds sigma^2 I to its covariance, so
     p_sigma is again a mixture: same weights and means, covariances Sigma_k + sigma^2 I.
     """
-    sigma = _check_positive("sigma", float(sigma))
+    sigma = positive_float("sigma", float(sigma))
     eye = torch.eye(mixture.means.shape[-1], dtype=mixture.covs.dtype)
     return type(mixture)(mixture.weights, mixture.means, mixture.covs + sigma ** 2 * eye)
 
@@ -114,12 +103,12 @@ def langevin(score_fn, x, step, n_steps, generator=None, progress=True, trajecto
     holding the start and every `save_every`-th step when trajectory=True.
     """
     x = _check_x(x)
-    step = _check_positive("step", step)
-    n_steps = _check_count("n_steps", n_steps)
-    save_every = _check_count("save_every", save_every)
+    step = positive_float("step", step)
+    n_steps = positive_int("n_steps", n_steps)
+    save_every = positive_int("save_every", save_every)
     traj = [x.clone()]
     for i in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = noise_like(x, generator)
         x = langevin_step(score_fn, x, step, z)
         if trajectory and (i + 1) % save_every == 0:
             traj.append(x.clone())
@@ -135,15 +124,15 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, generator=None
     """
     x = _check_x(x)
     sigmas = check_sigmas(sigmas)
-    step_lr = _check_positive("step_lr", step_lr)
-    n_steps_each = _check_count("n_steps_each", n_steps_each)
-    save_every = _check_count("save_every", save_every)
+    step_lr = positive_float("step_lr", step_lr)
+    n_steps_each = positive_int("n_steps_each", n_steps_each)
+    save_every = positive_int("save_every", save_every)
     traj, i = [x.clone()], 0
     sigma_L = sigmas[-1].item()
     for sigma in tqdm(sigmas.tolist(), desc="annealed Langevin", disable=not progress, leave=False):
         eps = step_lr * sigma ** 2 / sigma_L ** 2
         for _ in range(n_steps_each):
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            z = noise_like(x, generator)
             x = langevin_step(lambda y: score_fn(y, sigma), x, eps, z)
             i += 1
             if trajectory and i % save_every == 0:

@@ -22,9 +22,9 @@ can ask two precise questions of a set of samples x_1..x_n:
   compare sorted projections (1D optimal transport is sorting):
       SW_2^2 = E_theta W_2^2(theta^T x, theta^T y)                                (4)
 """
-import math
-
 import torch
+
+from . import _validate
 
 
 def _as_points(name, x, d=None):
@@ -37,9 +37,7 @@ def _as_points(name, x, d=None):
         raise ValueError(f"{name} has points of dimension {x.shape[1]}, expected {d}.")
     if not torch.is_floating_point(x):
         x = x.float()
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values (did a sampler diverge?).")
-    return x
+    return _validate.finite_tensor(name, x)
 
 
 # ----------------------------------------------------------------------------- modes
@@ -91,8 +89,7 @@ def mmd(x, y, bandwidth=None):
     x = _as_points("x", x)
     y = _as_points("y", y, d=x.shape[1]).to(x.dtype)
     h = median_bandwidth(x, y) if bandwidth is None else bandwidth
-    if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
-        raise ValueError(f"bandwidth must be a positive number, got {h!r}.")
+    h = _validate.positive_float("bandwidth", h)
     gamma = 1.0 / (2.0 * h * h)
     n, m = x.shape[0], y.shape[0]
     sxx = (_kernel_sum(x, x, gamma) - n) / (n * (n - 1))  # k(x_i, x_i) = 1 on the diagonal
@@ -119,8 +116,7 @@ def sliced_wasserstein(x, y, n_proj=256, generator=None):
     """
     x = _as_points("x", x)
     y = _as_points("y", y, d=x.shape[1]).to(x.dtype)
-    if not isinstance(n_proj, int) or n_proj < 1:
-        raise ValueError(f"n_proj must be a positive int, got {n_proj!r}.")
+    _validate.positive_int("n_proj", n_proj)
     theta = torch.randn(x.shape[1], n_proj, generator=generator, dtype=torch.float64)
     theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.dtype).to(x.device)
     n = max(x.shape[0], y.shape[0])
@@ -130,8 +126,8 @@ def sliced_wasserstein(x, y, n_proj=256, generator=None):
 
 # ============================================================================= Fréchet distance
 # Images (lessons 06-08). Two sets of MNIST images are compared in the feature space phi of a
-# classifier (the penultimate layer of diffedu.classifier's clean MNIST judge, 64 numbers per
-# image). Fit a Gaussian to each set of features, N(mu_1, C_1) and N(mu_2, C_2), and take the
+# classifier (the penultimate layer of diffedu.images.classifier's clean MNIST judge, 64 numbers
+# per image). Fit a Gaussian to each set of features, N(mu_1, C_1) and N(mu_2, C_2), and take the
 # Fréchet (= Wasserstein-2) distance between the two Gaussians (Heusel et al. 2017, "FID"):
 #
 #     FD = |mu_1 - mu_2|^2 + tr(C_1 + C_2 - 2 (C_1^{1/2} C_2 C_1^{1/2})^{1/2})              (5)
@@ -164,54 +160,21 @@ def gaussian_stats(features):
     return f.mean(0), torch.cov(f.T)
 
 
-def check_mnist_images(x, name="images"):
-    """Images for the Fréchet distance: a float tensor (N, 1, 28, 28) with values in [-1, 1]."""
-    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a float tensor of shape (N, 1, 28, 28) in [-1, 1].")
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28) or x.shape[0] < 2:
-        raise ValueError(f"{name} must have shape (N, 1, 28, 28) with N >= 2, got {tuple(x.shape)}.")
-    lo, hi = x.min().item(), x.max().item()
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1.001 or hi > 1.001:
-        raise ValueError(f"{name} must have values in [-1, 1] (as diffedu.data.mnist gives them), got "
-                         f"values in [{lo:.3g}, {hi:.3g}]; map [0, 1] images with x * 2 - 1.")
-
-
-_JUDGE = {}
-
-
-def judge():
-    """The shipped clean MNIST classifier whose features define the Fréchet distance (cached)."""
-    if "clf" not in _JUDGE:
-        from .classifier import load
-        _JUDGE["clf"] = load("mnist_classifier")
-    return _JUDGE["clf"]
-
-
 @torch.no_grad()
-def mnist_features(x, classifier=None, batch_size=500):
-    """phi(x): the judge's penultimate features (N, 64) of images x (N, 1, 28, 28) in [-1, 1]."""
-    check_mnist_images(x)
-    clf = classifier if classifier is not None else judge()
-    dev = next(clf.parameters()).device
-    return torch.cat([clf.features(x[i:i + batch_size].float().to(dev)).cpu()
+def mnist_features(x, classifier, batch_size=500):
+    """phi(x): a classifier's penultimate features (N, D) of images x (N, 1, 28, 28) in [-1, 1].
+
+    The course's classifier is the clean MNIST judge, ``diffedu.images.classifier.load("mnist_classifier")``.
+    """
+    _validate.image_batch("images", x, min_batch=2)
+    dev = next(classifier.parameters()).device
+    return torch.cat([classifier.features(x[i:i + batch_size].float().to(dev)).cpu()
                       for i in range(0, len(x), batch_size)])
 
 
-def frechet_distance(x, y, classifier=None):
-    """FD (5) between two sets of MNIST images (N, 1, 28, 28) in [-1, 1], in the judge's features."""
-    check_mnist_images(y, "y")
+def frechet_distance(x, y, classifier):
+    """FD (5) between two sets of MNIST images (N, 1, 28, 28) in [-1, 1], in the classifier's features."""
+    _validate.image_batch("y", y, min_batch=2)
     mu1, c1 = gaussian_stats(mnist_features(x, classifier))
     mu2, c2 = gaussian_stats(mnist_features(y, classifier))
     return frechet_distance_gaussians(mu1, c1, mu2, c2)
-
-
-def frechet_floor(n, classifier=None, seed=0):
-    """The FD between n real train digits and n real test digits: the best a sampler can hope for at n."""
-    from .data import mnist
-    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= 10000:
-        raise ValueError(f"n must be an int in 2..10000 (the test set has 10,000 digits), got {n!r}.")
-    g = torch.Generator().manual_seed(seed)
-    train, test = mnist("train").tensors[0], mnist("test").tensors[0]
-    a = train[torch.randperm(len(train), generator=g)[:n]]
-    b = test[torch.randperm(len(test), generator=g)[:n]]
-    return frechet_distance(a, b, classifier)

@@ -1,4 +1,5 @@
-"""Small networks for 2D diffusion (lessons 03-04), and two short training helpers.
+"""Small networks for 2D diffusion (lessons 03-04), two short training helpers, and the
+sinusoidal embedding that every network of the course uses for its noise label.
 
 A network sees a noisy point x (B, 2) and a noise label c (B,): an integer time step t
 in 1..T (DDPM) or a noise level sigma > 0 (NCSN). The label enters through a
@@ -6,8 +7,9 @@ sinusoidal embedding (Vaswani et al. 2017; Ho et al. 2020):
 
     emb(c)_i = sin(c * f_i),  emb(c)_{i + d/2} = cos(c * f_i),  f_i = max_period^(-2i/d)   (1)
 
-with c = t for time steps and c = 100 * log(sigma) for noise levels (so neighbouring
-levels get neighbouring embeddings, as neighbouring time steps do).
+(first the d/2 sines, then the d/2 cosines: the shipped MNIST U-Net and noise-aware classifier
+were trained with exactly this layout), with c = t for time steps and c = 100 * log(sigma) for
+noise levels (so neighbouring levels get neighbouring embeddings, as neighbouring steps do).
 
 What the output means is fixed by `predict`:
 * "eps": the noise, eps_hat(x_t, t). Score s = -eps_hat / sigma (NCSN, sigma = noise std)
@@ -24,12 +26,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import _validate
+from .forward import eps_from_x0, q_sample
+
 PREDICTIONS = ("eps", "x0")
 CONDITIONS = ("t", "sigma")
 
 
 def sinusoidal_embedding(c, dim, max_period=10000.0):
-    """Embedding (1) of a batch of scalars c (B,) -> (B, dim)."""
+    """Embedding (1) of a batch of scalars c (B,) -> (B, dim): [sin(c f_0..), cos(c f_0..)]."""
     if dim % 2:
         raise ValueError(f"embedding dim must be even, got {dim}.")
     half = dim // 2
@@ -51,8 +56,8 @@ class ScoreMLP(nn.Module):
             raise ValueError(f"cond must be one of {CONDITIONS}, got {cond!r}.")
         if predict not in PREDICTIONS:
             raise ValueError(f"predict must be one of {PREDICTIONS}, got {predict!r}.")
-        if not (isinstance(depth, int) and depth >= 1 and isinstance(hidden, int) and hidden >= 1):
-            raise ValueError(f"hidden and depth must be positive ints, got {hidden!r}, {depth!r}.")
+        _validate.positive_int("hidden", hidden)
+        _validate.positive_int("depth", depth)
         self.cond, self.predict, self.dim, self.emb_dim = cond, predict, dim, emb_dim
         self.config = dict(hidden=hidden, depth=depth, emb_dim=emb_dim, cond=cond, predict=predict, dim=dim)
         self.emb = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -85,7 +90,8 @@ class ScoreMLP(nn.Module):
         return self.out(nn.functional.silu(h)).to(x.dtype)
 
 
-def parameter_count(model):
+def parameter_count(model: nn.Module) -> int:
+    """The number of trainable numbers in a network (every parameter tensor's numel, summed)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -99,8 +105,7 @@ def eps_model(net, schedule):
         return net
 
     def from_x0(x_t, t):
-        ab = schedule.at(schedule.alpha_bar, t, x_t)  # checks that t lies in 0..T
-        return (x_t - ab.sqrt() * net(x_t, t)) / (1 - ab).sqrt()
+        return eps_from_x0(x_t, t, net(x_t, t), schedule)  # checks that t lies in 0..T
     return from_x0
 
 
@@ -129,18 +134,15 @@ def dsm_loss(net, x0, sigmas, generator=None):
 def ddpm_loss(net, x0, schedule, generator=None):
     """DDPM loss (3) with t ~ U{1..T}; for an x0-net the target is x0 instead of eps."""
     t = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
-    ab = schedule.alpha_bar.to(x0.dtype)[t].reshape(-1, 1).to(x0.device)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    x_t, eps = q_sample(x0, t, schedule, generator=generator)
     target = eps if net.predict == "eps" else x0
     return (net(x_t, t.to(x0.device)) - target).pow(2).sum(1).mean()
 
 
 def _train(net, loss_fn, sample_fn, steps, batch_size, lr, generator, progress, desc):
-    if not (isinstance(steps, int) and steps >= 1 and isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"steps and batch_size must be positive ints, got {steps!r}, {batch_size!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    _validate.positive_int("steps", steps)
+    _validate.positive_int("batch_size", batch_size)
+    _validate.positive_float("lr", lr)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     losses = []

@@ -15,10 +15,31 @@ clean data, so every tensor here has length ``T + 1`` with ``betas[0] = 0`` and
 * linear (Ho et al., 2020): betas evenly spaced from 1e-4 to 0.02 (for T = 1000).
 * cosine (Nichol & Dhariwal, 2021): :math:`\bar\alpha_t = f(t)/f(0)` with
   :math:`f(t) = \cos^2\big(\tfrac{t/T + s}{1 + s}\tfrac{\pi}{2}\big)`, betas clipped at 0.999.
+
+``NoiseSchedule.from_name("linear" | "cosine", T)`` builds one from a training config.
+
+The same schedules in diffusers. diffusers counts the noising steps from 0, so its step
+``t - 1`` is our step ``t`` (and it has no index for the clean data):
+
+    ======================  ==============================  ==========================================
+    what                    diffedu                         diffusers
+    ======================  ==============================  ==========================================
+    noising steps           t = 1..T (0 = clean data)       t = 0..T-1
+    alpha_bar at step t     ``schedule.alpha_bar[t]``       ``scheduler.alphas_cumprod[t - 1]``
+    beta at step t          ``schedule.betas[t]``           ``scheduler.betas[t - 1]``
+    linear                  ``NoiseSchedule.linear(T)``     ``beta_schedule="linear"`` (1e-4 .. 0.02)
+    cosine                  ``NoiseSchedule.cosine(T)``     ``beta_schedule="squaredcos_cap_v2"``
+    the network sees        ``eps_model(x_t, t)``           ``unet(x_t, t - 1)``
+    ======================  ==============================  ==========================================
+
+diffusers keeps its tensors in float32 and diffedu in float64, so the two agree to float32
+precision (about 1e-7), not bit for bit. tests/test_conventions.py pins the numbers.
 """
 import math
 
 import torch
+
+from . import _validate
 
 
 class NoiseSchedule:
@@ -53,6 +74,12 @@ class NoiseSchedule:
         alpha_bar = f / f[0]
         betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
         return cls(betas, name="cosine")
+
+    @classmethod
+    def from_name(cls, name: str = "linear", T: int = 1000) -> "NoiseSchedule":
+        """The schedule a training config names: ``"schedule": "linear" | "cosine"`` and ``"T"``."""
+        _validate.one_of("schedule", name, ("linear", "cosine"))
+        return cls.linear(T) if name == "linear" else cls.cosine(T)
 
     def __repr__(self):
         return f"NoiseSchedule({self.name}, T={self.T}, alpha_bar_T={self.alpha_bar[-1].item():.2e})"
@@ -89,5 +116,4 @@ class NoiseSchedule:
 
 
 def _check_T(T):
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive int, got {T!r}")
+    _validate.positive_int("T", T)

@@ -24,12 +24,17 @@ jump near t = T). Euler-Maruyama for (2) and Euler/Heun for (3) read
     SDE: x' = x + B (x / 2 + score) + sqrt(B) z                                        (4)
     ODE: x' = x + B / 2 (x + score)                                                    (5)
 
-Both samplers stop at t = 1 and return the denoised x0_hat = (x - sqrt(1-ab_1) eps) / sqrt(ab_1).
+Both samplers stop at t = 1 and return the denoised x0_hat = (x - sqrt(1-ab_1) eps) / sqrt(ab_1)
+(diffedu.forward.x0_from_eps).
 """
 import math
 
 import torch
 from tqdm.auto import tqdm
+
+from . import _validate
+from .forward import noise_like, x0_from_eps
+from .samplers import start_noise, timestep_batch
 
 
 # ----------------------------------------------------------------------------- the SDE
@@ -63,8 +68,7 @@ def alpha_bar_continuous(schedule, s):
 
 def time_grid(T, steps):
     """Integer time steps T = t_0 > t_1 > ... > t_steps = 1, evenly spaced (rounded)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T - 1:
-        raise ValueError(f"steps must be an int in 1..T-1 = 1..{T - 1}, got {steps!r}.")
+    _validate.int_in("steps", steps, 1, T - 1)
     return torch.linspace(T, 1, steps + 1, dtype=torch.float64).round().long()
 
 
@@ -73,7 +77,7 @@ def score_from_eps(eps, t, schedule):
     t = schedule.check_t(t)  # a clear error for t outside 0..T
     if (t < 1).any():
         raise ValueError("the score of p_t needs t >= 1 (at t = 0 there is no noise to predict)")
-    ab = schedule.alpha_bar.to(eps.dtype).to(eps.device)[t].reshape(-1, *[1] * (eps.ndim - 1))
+    ab = schedule.at(schedule.alpha_bar, t, eps)
     return -eps / (1 - ab).sqrt()
 
 
@@ -88,36 +92,30 @@ def eps_model_from_score(score_fn, schedule):
 # ----------------------------------------------------------------------------- samplers
 
 def _eps(eps_model, x, t):
-    tt = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
-    eps = eps_model(x, tt)
+    """eps_model(x, t) at one step t for every sample, checked to be shaped like x."""
+    eps = eps_model(x, timestep_batch(t, x))
     if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
         raise ValueError(f"eps_model must return a tensor shaped like x_t {tuple(x.shape)}.")
     return eps.to(x.dtype)
 
 
-def _start(schedule, shape, generator, device, dtype):
-    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2:
-        raise ValueError(f"shape must be a tuple (N, D, ...), got {shape!r}.")
-    return torch.randn(tuple(shape), generator=generator, dtype=dtype).to(device or "cpu")
-
-
 def _denoise(eps_model, x, schedule):
-    ab = schedule.alpha_bar[1].item()
-    return (x - math.sqrt(1 - ab) * _eps(eps_model, x, 1)) / math.sqrt(ab)
+    """The last step: x0_hat from x_1."""
+    return x0_from_eps(x, 1, _eps(eps_model, x, 1), schedule)
 
 
 def reverse_sde_sample(eps_model, schedule, shape, steps=100, generator=None, device=None,
                        dtype=torch.float32, trajectory=False, progress=True):
     """Euler-Maruyama (4) for the reverse SDE (2) from x_T ~ N(0, I); `steps` model calls + 1."""
     grid = time_grid(schedule.T, steps)
-    x = _start(schedule, shape, generator, device, dtype)
+    x = start_noise(shape, generator, device, dtype)
     log_ab = torch.log(schedule.alpha_bar)
     traj = [x.clone()]
     for t, t_prev in tqdm(zip(grid[:-1].tolist(), grid[1:].tolist()), total=steps,
                           desc="reverse SDE", disable=not progress, leave=False):
         B = (log_ab[t_prev] - log_ab[t]).item()
         score = score_from_eps(_eps(eps_model, x, t), t, schedule)
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = noise_like(x, generator)
         x = x + B * (0.5 * x + score) + math.sqrt(B) * z
         traj.append(x.clone())
     x0 = _denoise(eps_model, x, schedule)
@@ -136,7 +134,7 @@ def probability_flow_sample(eps_model, schedule, shape, steps=100, method="heun"
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun', got {method!r}.")
     grid = time_grid(schedule.T, steps)
-    x = _start(schedule, shape, generator, device, dtype) if x_T is None else x_T.clone()
+    x = start_noise(shape, generator, device, dtype) if x_T is None else x_T.clone()
     log_ab = torch.log(schedule.alpha_bar)
 
     def f(x, t):  # dx/d(-lambda) in (5): 1/2 (x + score)

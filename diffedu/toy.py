@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from . import _validate
+
 
 class GaussianMixture:
     """A mixture of K Gaussians in D dimensions with exact sampling, density and score."""
@@ -56,8 +58,7 @@ class GaussianMixture:
 
     def sample(self, n: int, generator=None, return_labels=False):
         """Exact samples: pick a component k ~ w, then x = mu_k + L_k z."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        _validate.positive_int("n", n)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.D, generator=generator, dtype=torch.float64)
         x = self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)

@@ -1,10 +1,10 @@
-"""The MNIST classifiers: shapes, clear errors, the training tasks, and the shipped checkpoints."""
+"""The MNIST classifiers (diffedu.images): shapes, clear errors, the training tasks, and the shipped checkpoints."""
 import pytest
 import torch
 
-import diffedu as dd
-from diffedu import classifier as C
 from diffedu import data
+from diffedu.images import classifier as C
+from diffedu.images import tasks
 from diffedu.schedules import NoiseSchedule
 
 
@@ -39,24 +39,24 @@ def test_bad_time_steps_and_kinds():
     with pytest.raises(ValueError, match="model kind"):
         C.build({"kind": "ResNet50"})
     with pytest.raises(ValueError, match="'linear' or 'cosine'"):
-        C.make_schedule("sigmoid")
+        NoiseSchedule.from_name("sigmoid")
 
 
 def test_random_shift_is_an_exact_translation():
     g = torch.Generator().manual_seed(3)
     x = -torch.ones(4, 1, 28, 28)
     x[:, :, 5:23, 5:23] = torch.rand(4, 1, 18, 18)  # content away from the border, background -1
-    y = C.random_shift(x, 2, g)
+    y = tasks.random_shift(x, 2, g)
     dx, dy = torch.randint(0, 5, (2, 4), generator=torch.Generator().manual_seed(3)).tolist()
     for i in range(4):  # crop at (dy, dx) of the padded image = roll by (2 - dy, 2 - dx)
         assert torch.equal(y[i], torch.roll(x[i], shifts=(2 - dy[i], 2 - dx[i]), dims=(1, 2)))
-    assert torch.equal(C.random_shift(x, 0, g), x)
+    assert torch.equal(tasks.random_shift(x, 0, g), x)
 
 
 def test_noisy_task_batches_follow_q_sample():
     cfg = {"model": {"kind": "NoisyMnistClassifier", "ch": 8, "T": 100}, "schedule": "linear", "T": 100,
            "batch_size": 6, "augment_shift": 0}
-    task = C.NoisyClassifierTask(cfg, "cpu")
+    task = tasks.NoisyClassifierTask(cfg, "cpu")
     x_t, t, y = next(task.batches(torch.Generator().manual_seed(1)))
     # redo the draws by hand with the same generator: indices, time steps, then the noise
     g = torch.Generator().manual_seed(1)
@@ -70,7 +70,7 @@ def test_noisy_task_batches_follow_q_sample():
     assert torch.allclose(x_t, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, atol=1e-6)
     assert task.loss(task.model, (x_t, t, y)).ndim == 0
     with pytest.raises(ValueError, match="differ"):
-        C.NoisyClassifierTask({**cfg, "T": 50}, "cpu")
+        tasks.NoisyClassifierTask({**cfg, "T": 50}, "cpu")
 
 
 @pytest.fixture(scope="module")

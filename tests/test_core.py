@@ -156,7 +156,7 @@ def test_ddim_timesteps_and_bad_steps():
     with pytest.raises(ValueError, match="positive int"):
         samplers.ddim_timesteps(1000, 0)
     with pytest.raises(ValueError, match="eta must be >= 0"):
-        samplers.ddim_step(torch.zeros(1, 1), 10, 5, torch.zeros(1, 1), NoiseSchedule.linear(10), eta=-1)
+        samplers.ddim_step(torch.zeros(1, 1), 10, torch.zeros(1, 1), NoiseSchedule.linear(10), t_prev=5, eta=-1)
 
 
 def test_samplers_are_seeded():

@@ -15,12 +15,21 @@ def _gaussian(mean, var):
     return toy.GaussianMixture([1.0], [mean], [[[var, 0.0], [0.0, var]]])
 
 
-def test_one_step_is_the_formula():
-    mix = toy.lesson_mixture()
-    g = torch.Generator().manual_seed(0)
-    x, z = torch.randn(10, 2, generator=g, dtype=torch.float64), torch.randn(10, 2, generator=g, dtype=torch.float64)
-    got = L.langevin_step(mix.score, x, 0.03, z)
-    assert torch.allclose(got, x + 0.03 * mix.score(x) + math.sqrt(0.06) * z)
+def test_one_step_by_hand():
+    """p = N(0, 0.5 I), score -x / 0.5. From x = (1, -2) with step 0.03 and z = (0.5, 0):
+    x' = x + 0.03 (-2x) + sqrt(0.06) z = (0.94 + 0.1224745, -1.88)."""
+    score = lambda x: -x / 0.5
+    got = L.langevin_step(score, torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.03,
+                          torch.tensor([[0.5, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor([[1.0624745, -1.88]], dtype=torch.float64), atol=1e-7, rtol=0)
+
+
+def test_a_step_of_the_variance_without_noise_lands_on_the_mean():
+    """For p = N(m, s^2 I) and step = s^2, x + s^2 (m - x) / s^2 = m, from anywhere."""
+    m, s2 = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.5
+    x = torch.randn(10, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = L.langevin_step(_gaussian(m.tolist(), s2).score, x, s2, torch.zeros_like(x))
+    torch.testing.assert_close(got, m.expand(10, 2))
 
 
 def test_langevin_matches_the_discretized_stationary_law_of_a_gaussian():

@@ -40,10 +40,18 @@ def test_x0_head_becomes_an_eps_model():
     assert nets.eps_model(eps_net, s) is eps_net
 
 
-def test_score_fn_is_minus_eps_over_sigma():
-    net = nets.ScoreMLP(hidden=16, depth=1, cond="sigma")
-    x = torch.randn(5, 2)
-    assert torch.allclose(nets.score_fn(net)(x, 0.5), -net(x, torch.full((5,), 0.5)) / 0.5)
+def test_score_fn_of_the_optimal_denoiser_is_the_smoothed_score():
+    """Data N(0, s^2 I): the best noise prediction at level sigma is eps* = sigma x / (s^2 + sigma^2), so
+    score_fn must give -x / (s^2 + sigma^2), the score of N(0, (s^2 + sigma^2) I). s^2 = sigma = 0.5:
+    -x / 0.75, by hand (-4/3, 8/3) at x = (1, -2)."""
+    class OptimalDenoiser(torch.nn.Module):
+        cond, predict = "sigma", "eps"
+
+        def forward(self, x, sigma):
+            return sigma[:, None] * x / (0.5 + sigma[:, None] ** 2)
+
+    score = nets.score_fn(OptimalDenoiser())(torch.tensor([[1.0, -2.0]]), 0.5)
+    torch.testing.assert_close(score, torch.tensor([[-4 / 3, 8 / 3]]))
 
 
 def _gaussian_data(s2):
@@ -101,7 +109,7 @@ def test_bad_configurations_are_rejected():
         nets.ScoreMLP(cond="time")
     with pytest.raises(ValueError, match="predict must be one of"):
         nets.ScoreMLP(predict="v")
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match="depth must be a positive int"):
         nets.ScoreMLP(depth=0)
     with pytest.raises(ValueError, match="embedding dim must be even"):
         nets.sinusoidal_embedding(torch.zeros(2), 7)
@@ -119,10 +127,10 @@ def test_bad_inputs_are_rejected():
         net(torch.zeros(4, 2), torch.ones(3))
     with pytest.raises(ValueError, match="sigma must be positive"):
         net(torch.zeros(4, 2), torch.tensor(0.0))
-    with pytest.raises(ValueError, match="steps and batch_size must be positive ints"):
+    with pytest.raises(ValueError, match="steps must be a positive int"):
         nets.train_dsm(net, toy.lesson_mixture().sample, [1.0], steps=0, progress=False)
     x0_model = nets.eps_model(nets.ScoreMLP(hidden=8, depth=1, predict="x0"), dd.NoiseSchedule.linear(10))
     with pytest.raises(ValueError, match="timestep out of range"):
         x0_model(torch.zeros(4, 2), torch.full((4,), 11))
-    with pytest.raises(ValueError, match="lr must be a positive number"):
+    with pytest.raises(ValueError, match="lr must be a positive"):
         nets.train_dsm(net, toy.lesson_mixture().sample, [1.0], steps=5, lr=-1.0, progress=False)

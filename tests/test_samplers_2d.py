@@ -96,7 +96,7 @@ def test_exact_reverse_steps_keep_the_marginal():
     ll_exact = p_end.log_prob(p_end.sample(10 * N, generator=g).double()).mean().item()  # -E log p, precise
     x, x_mean = x_start, x_start
     for t in range(t0, t1, -1):
-        x, _ = samplers.ddpm_step(exact_eps, x, t, SCHED, generator=g)
+        x, _ = samplers.ddpm_step(x, t, exact_eps(x, torch.tensor([t])), SCHED, generator=g)
         x0_hat = dd.x0_from_eps(x_mean, t, exact_eps(x_mean, torch.tensor([t])), SCHED)
         x_mean = dd.q_posterior(x0_hat, x_mean, t, SCHED)[0]  # the wrong sampler: mean only
     assert p_end.log_prob(x).mean().item() == pytest.approx(ll_exact, abs=0.03)

@@ -106,9 +106,9 @@ def test_samplers_are_seeded_and_return_trajectories():
 def test_bad_inputs_are_rejected():
     s = dd.NoiseSchedule.linear(100)
     model = _gaussian_eps([0.0, 0.0], 1.0, s)
-    with pytest.raises(ValueError, match=r"steps must be an int in 1..T-1"):
+    with pytest.raises(ValueError, match=r"steps must be an int in 1..99"):
         sde.reverse_sde_sample(model, s, (4, 2), steps=0, progress=False)
-    with pytest.raises(ValueError, match=r"steps must be an int in 1..T-1"):
+    with pytest.raises(ValueError, match=r"steps must be an int in 1..99"):
         sde.probability_flow_sample(model, s, (4, 2), steps=100, progress=False)
     with pytest.raises(ValueError, match="method must be 'euler' or 'heun'"):
         sde.probability_flow_sample(model, s, (4, 2), steps=10, method="rk4", progress=False)

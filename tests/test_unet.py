@@ -1,17 +1,32 @@
-"""The MNIST U-Net, its loss, sampling helpers, the Fréchet distance, and their input checks."""
+"""The MNIST U-Net (diffedu.images), its loss, the sampling pipeline, the Fréchet distance, and their input checks."""
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from diffedu import metrics, unet
+import diffedu as dd
+from diffedu import metrics, nets
+from diffedu.images import pipeline, tasks, unet
 from diffedu.checkpoints import save_checkpoint
 from diffedu.schedules import NoiseSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULE = NoiseSchedule.linear(1000)
+
+
+class Features(torch.nn.Module):
+    """A stand-in for the judge's feature map: the mean and the spread of the pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def features(self, x):
+        return self.scale * torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], dim=1)
+
+
+FEATURES = Features()
 
 
 def tiny(**kw):
@@ -39,16 +54,22 @@ def test_shapes_through_the_levels():
 
 def test_shipped_config_is_small_enough():
     cfg = json.loads((ROOT / "configs" / "mnist_unet.json").read_text())
-    n = unet.parameter_count(unet.UNet(**cfg["model"]))
+    n = dd.parameter_count(unet.UNet(**cfg["model"]))
     assert 1e5 < n <= 10_000_000
 
 
-def test_timestep_embedding_is_the_sinusoid():
-    t = torch.tensor([0, 3, 999])
-    emb = unet.timestep_embedding(t, 8)
-    freqs = [10000 ** (-i / 4) for i in range(4)]
-    want = torch.tensor([[math.sin(tt * f) for f in freqs] + [math.cos(tt * f) for f in freqs] for tt in t.tolist()])
-    torch.testing.assert_close(emb, want, atol=1e-4, rtol=1e-4)
+def test_the_time_embedding_keeps_the_layout_the_weights_were_trained_with():
+    """First the sines, then the cosines, frequencies 10000^(-i/half) (values by hand)."""
+    emb = nets.sinusoidal_embedding(torch.tensor([0, 1, 100]), 4)  # half = 2: frequencies 1 and 0.01
+    want = torch.tensor([[0.0, 0.0, 1.0, 1.0],
+                         [0.8414710, 0.0099998, 0.5403023, 0.9999500],      # sin 1, sin 0.01, cos 1, cos 0.01
+                         [-0.5063656, 0.8414710, 0.8623189, 0.5403023]])    # sin 100, sin 1, cos 100, cos 1
+    torch.testing.assert_close(emb, want, atol=1e-6, rtol=0)
+    m = tiny()
+    features = {}
+    m.time_mlp.register_forward_hook(lambda mod, inp, out: features.update(x=inp[0]))
+    m(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]))
+    assert torch.equal(features["x"], nets.sinusoidal_embedding(torch.tensor([0, 1]), 8))  # what the U-Net feeds its MLP
 
 
 def test_images_do_not_talk_to_each_other():
@@ -86,39 +107,48 @@ def test_loss_is_zero_for_the_oracle_and_one_for_zero():
     torch.manual_seed(0)
     x0 = torch.rand(256, 1, 28, 28) * 2 - 1
     y = torch.randint(0, 10, (256,))
-    assert unet.ddpm_loss(Oracle(x0), x0, y, SCHEDULE).item() < 1e-8
+    assert tasks.ddpm_loss(Oracle(x0), x0, y, SCHEDULE).item() < 1e-8
     zero = Oracle(x0)
     zero.forward = lambda x_t, t, y=None: torch.zeros_like(x_t)
-    assert abs(unet.ddpm_loss(zero, x0, y, SCHEDULE).item() - 1.0) < 0.01  # E[eps^2] = 1
+    assert abs(tasks.ddpm_loss(zero, x0, y, SCHEDULE).item() - 1.0) < 0.01  # E[eps^2] = 1
 
 
 def test_label_dropout_uses_the_null_class():
     x0, y = torch.zeros(2000, 1, 28, 28), torch.randint(0, 10, (2000,))
     o = Oracle(x0)
-    unet.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=1.0)
+    tasks.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=1.0)
     assert (o.ys[-1] == 10).all()
-    unet.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=0.25)
+    tasks.ddpm_loss(o, x0, y, SCHEDULE, p_uncond=0.25)
     frac = (o.ys[-1] == 10).float().mean().item()
     assert 0.2 < frac < 0.3
 
 
-def test_classifier_free_guidance_formula():
+class ConstantEps(torch.nn.Module):
+    """A fake U-Net whose noise prediction is 3 given a label and 1 without one (the null class)."""
+    num_classes, null_class = 10, 10
+
+    def forward(self, x_t, t, y=None):
+        return torch.full_like(x_t, 1.0 if y is None else 3.0)
+
+
+def test_eps_model_is_classifier_free_guidance_with_weight_w():
+    """eps = e_null + w (e_y - e_null) with e_null = 1, e_y = 3: 1 + 2w (w = 1: conditional, by hand)."""
+    x, t, y = torch.zeros(2, 1, 28, 28), torch.tensor([7, 7]), torch.tensor([1, 4])
+    for w, want in [(0.0, 1.0), (1.0, 3.0), (2.5, 6.0)]:
+        assert torch.equal(pipeline.eps_model(ConstantEps(), y, w)(x, t), torch.full_like(x, want))
+    assert torch.equal(pipeline.eps_model(ConstantEps())(x, t), torch.ones_like(x))  # no labels: unconditional
     m = tiny()
-    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([7, 7, 7]), torch.tensor([1, 4, 9])
-    e_c, e_n = m(x, t, y), m(x, t, torch.full_like(y, 10))
-    got = unet.eps_model(m, y, guidance=2.0)(x, t)
-    torch.testing.assert_close(got, 3 * e_c - 2 * e_n, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(unet.eps_model(m)(x, t), e_n)
+    torch.testing.assert_close(pipeline.eps_model(m, y)(x, t), m(x, t, y))  # the default w = 1 is the network
 
 
 def test_sample_runs_and_is_deterministic():
     m = tiny()
     s = NoiseSchedule.linear(20)
     m.T = 20
-    a = unet.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
-    b = unet.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
+    a = pipeline.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
+    b = pipeline.sample(m, s, 3, "ddim", steps=5, generator=torch.Generator().manual_seed(1), progress=False)
     assert a.shape == (3, 1, 28, 28) and torch.equal(a, b) and a.abs().max() <= 1.0 + 1e-5
-    c = unet.sample(m, s, 2, "ddpm", labels=[3, 4], generator=torch.Generator().manual_seed(1), progress=False)
+    c = pipeline.sample(m, s, 2, "ddpm", labels=[3, 4], generator=torch.Generator().manual_seed(1), progress=False)
     assert c.shape == (2, 1, 28, 28) and torch.isfinite(c).all()
 
 
@@ -154,52 +184,56 @@ def test_frechet_distance_on_images_with_a_feature_net():
 
 # --- bad input -----------------------------------------------------------------------------------
 def test_wrong_image_size_is_rejected():
-    with pytest.raises(ValueError, match=r"shape \(B, 1, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"shape \(N, 1, 28, 28\)"):
         tiny()(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match=r"shape \(B, 1, 28, 28\)"):
-        unet.ddpm_loss(tiny(), torch.zeros(2, 3, 28, 28), None, SCHEDULE)
+    with pytest.raises(ValueError, match=r"shape \(N, 1, 28, 28\)"):
+        tasks.ddpm_loss(tiny(), torch.zeros(2, 3, 28, 28), None, SCHEDULE)
     with pytest.raises(ValueError, match=r"timesteps must be in 0..1000"):
         tiny()(torch.zeros(1, 1, 28, 28), torch.tensor([1001]))
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
-        metrics.frechet_distance(torch.zeros(5, 28, 28), torch.zeros(5, 1, 28, 28))
+        metrics.frechet_distance(torch.zeros(5, 28, 28), torch.zeros(5, 1, 28, 28), FEATURES)
 
 
 def test_wrong_image_range_is_rejected():
     pixels = torch.randint(0, 256, (4, 1, 28, 28)).float()
     with pytest.raises(ValueError, match=r"values in \[-1, 1\]"):
-        unet.ddpm_loss(tiny(), pixels, None, SCHEDULE)
+        tasks.ddpm_loss(tiny(), pixels, None, SCHEDULE)
     with pytest.raises(ValueError, match=r"values in \[-1, 1\]"):
-        metrics.frechet_distance(pixels, pixels)
+        metrics.frechet_distance(pixels, pixels, FEATURES)
 
 
 def test_class_label_outside_0_to_9_is_rejected():
     m = tiny()
-    with pytest.raises(ValueError, match=r"digits 0..9"):
-        unet.eps_model(m, torch.tensor([3, 10]))
-    with pytest.raises(ValueError, match=r"digits 0..9"):
-        unet.sample(m, SCHEDULE, 2, labels=[-1, 2], progress=False)
+    with pytest.raises(ValueError, match=r"class labels must be in 0..9"):
+        pipeline.eps_model(m, torch.tensor([3, 10]))
+    with pytest.raises(ValueError, match=r"class labels must be in 0..9"):
+        pipeline.sample(m, SCHEDULE, 2, labels=[-1, 2], progress=False)
     with pytest.raises(ValueError, match=r"class labels must be in 0..9"):
         m(torch.zeros(1, 1, 28, 28), torch.tensor([5]), torch.tensor([11]))
     with pytest.raises(TypeError, match="integers"):
-        unet.eps_model(m, torch.tensor([1.5]))
+        pipeline.eps_model(m, torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="need one label or 3 labels"):
+        pipeline.sample(m, SCHEDULE, 3, labels=[1, 2], progress=False)
+    with pytest.raises(ValueError, match="p_uncond must be a probability"):
+        tasks.ddpm_loss(m, torch.zeros(2, 1, 28, 28), torch.tensor([1, 2]), SCHEDULE, p_uncond=1.5)
 
 
 def test_step_count_must_divide_the_schedule():
     with pytest.raises(ValueError, match="does not divide"):
-        unet.sample(tiny(), SCHEDULE, 2, "ddim", steps=30, progress=False)
+        pipeline.sample(tiny(), SCHEDULE, 2, "ddim", steps=30, progress=False)
     with pytest.raises(ValueError, match="sampler must be"):
-        unet.sample(tiny(), SCHEDULE, 2, "euler", progress=False)
+        pipeline.sample(tiny(), SCHEDULE, 2, "euler", progress=False)
 
 
 def test_checkpoint_from_another_config_is_rejected(tmp_path):
     m = tiny()
     cfg = {"model": {"ch": 8, "ch_mult": [1, 2, 2], "heads": 2, "dropout": 0.0}, "T": 1000, "schedule": "linear"}
     save_checkpoint(tmp_path / "tiny_unet", m.state_dict(), {"name": "tiny_unet", "config": cfg})
-    loaded, schedule, card = unet.load_unet(tmp_path / "tiny_unet", config={"model": cfg["model"]})
+    loaded, schedule, card = pipeline.load_unet(tmp_path / "tiny_unet", config={"model": cfg["model"]})
     x = torch.randn(1, 1, 28, 28)
     torch.testing.assert_close(loaded(x, torch.tensor([3])), m(x, torch.tensor([3])))
     other = {**cfg["model"], "ch": 16}
     with pytest.raises(ValueError, match="different config"):
-        unet.load_unet(tmp_path / "tiny_unet", config={"model": other})
+        pipeline.load_unet(tmp_path / "tiny_unet", config={"model": other})
     with pytest.raises(ValueError, match="schedule must be"):
-        unet.make_schedule("quadratic")
+        dd.NoiseSchedule.from_name("quadratic")

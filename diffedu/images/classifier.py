@@ -1,4 +1,4 @@
-r"""Two MNIST classifiers, and the training tasks that make them.
+r"""Two MNIST classifiers: the clean judge p(y | x) and the noise-aware guide p(y | x_t, t).
 
 1. ``MnistClassifier``: a small CNN for *clean* digits, p(y | x). It is the judge of the
    course: its test accuracy is above 99%, so "the judge says this sample is a 7" is a
@@ -14,39 +14,27 @@ r"""Two MNIST classifiers, and the training tasks that make them.
    uniformly from 0..T. Classifier guidance needs the gradient
    :math:`\nabla_{x_t}\log p(y \mid x_t, t)` at every noise level the sampler visits, and
    a clean-data classifier has never seen x_t (Dhariwal & Nichol, 2021, sec. 4). The time
-   step enters like it does in the U-Net: sinusoidal features -> MLP -> a per-channel
-   shift in every block.
+   step enters like it does in the U-Net: sinusoidal features (diffedu.nets.sinusoidal_embedding)
+   -> MLP -> a per-channel shift in every block.
 
 The judge and the guide are different networks on purpose: a sampler guided by a
 classifier can learn to fool that very classifier, so we never let it grade its own work.
 
-Both are trained by the generic trainer:
+Both are trained by the generic trainer with the tasks of :mod:`diffedu.images.tasks`:
 ``python -m diffedu.train configs/mnist_classifier.json --ship`` and
 ``python -m diffedu.train configs/mnist_noisy_classifier.json --ship``.
 """
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data
-from .checkpoints import load_checkpoint, load_into
-from .forward import q_sample
-from .schedules import NoiseSchedule
+from diffedu._validate import image_batch, one_of
+from diffedu.checkpoints import load_checkpoint, load_into
+from diffedu.forward import q_sample
+from diffedu.nets import sinusoidal_embedding
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-
-
-def check_input(x: torch.Tensor, input_shape=INPUT_SHAPE, who: str = "classifier") -> None:
-    """Raise a clear error unless ``x`` is a float batch of shape (B, *input_shape)."""
-    if not torch.is_tensor(x) or not x.dtype.is_floating_point:
-        raise TypeError(f"{who} expects a float tensor of shape (B, {', '.join(map(str, input_shape))}), "
-                        f"got {type(x).__name__ if not torch.is_tensor(x) else x.dtype}.")
-    if x.dim() != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"{who} expects inputs of shape (B, {', '.join(map(str, input_shape))}), "
-                         f"got {tuple(x.shape)}; its input size does not match.")
 
 
 # ----------------------------------------------------------------------------- the clean judge
@@ -74,7 +62,7 @@ class MnistClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations phi(x), shape (B, feature_dim): the Fréchet-distance space."""
-        check_input(x, self.input_shape, "MnistClassifier")
+        image_batch("x", x, self.input_shape, value_range=None)
         return F.relu(self.fc(self.conv(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,14 +71,6 @@ class MnistClassifier(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the noise-aware guide
-def time_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of integer steps t (B,): [sin(t f_i), cos(t f_i)], f_i = max_period^(-i/half)."""
-    half = dim // 2
-    f = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    arg = t.float()[:, None] * f[None, :]
-    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
-
-
 class TimeBlock(nn.Module):
     """h = conv(SiLU(GN(x))) + shift(emb);  return skip(x) + conv(SiLU(GN(h)))."""
 
@@ -128,7 +108,7 @@ class NoisyMnistClassifier(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits (B, 10) of p(y | x_t, t)."""
-        check_input(x_t, self.input_shape, "NoisyMnistClassifier")
+        image_batch("x_t", x_t, self.input_shape, value_range=None)
         t = torch.as_tensor(t, device=x_t.device)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"t must hold integer time steps 0..{self.T}, got dtype {t.dtype}.")
@@ -137,7 +117,7 @@ class NoisyMnistClassifier(nn.Module):
             raise ValueError(f"t must be an int or have shape ({x_t.shape[0]},), got {tuple(t.shape)}.")
         if bool(((t < 0) | (t > self.T)).any()):
             raise ValueError(f"time steps must be in 0..{self.T}, got values in [{int(t.min())}, {int(t.max())}].")
-        emb = self.time_mlp(time_features(t, self.ch))
+        emb = self.time_mlp(sinusoidal_embedding(t, self.ch))
         h = self.conv_in(x_t)
         for i, block in enumerate(self.blocks):
             h = block(F.avg_pool2d(h, 2) if i else h, emb)
@@ -151,17 +131,8 @@ MODELS = {"MnistClassifier": MnistClassifier, "NoisyMnistClassifier": NoisyMnist
 def build(model_config: dict) -> nn.Module:
     """A classifier from the "model" entry of a config: {"kind": ..., other keyword arguments}."""
     cfg = dict(model_config)
-    kind = cfg.pop("kind", None)
-    if kind not in MODELS:
-        raise ValueError(f"model kind must be one of {sorted(MODELS)}, got {kind!r}.")
+    kind = one_of("model kind", cfg.pop("kind", None), tuple(MODELS))
     return MODELS[kind](**cfg)
-
-
-def make_schedule(name: str = "linear", T: int = 1000) -> NoiseSchedule:
-    """The noise schedule named in a config ("schedule": "linear" | "cosine", "T": ...), as the U-Net's."""
-    if name not in ("linear", "cosine"):
-        raise ValueError(f"schedule must be 'linear' or 'cosine', got {name!r}.")
-    return getattr(NoiseSchedule, name)(T=T)
 
 
 def load(name: str = "mnist_classifier", device=None) -> nn.Module:
@@ -195,89 +166,3 @@ def accuracy_vs_t(model, x0, y, schedule, ts, generator=None) -> dict:
         x_t, _ = q_sample(x0, int(t), schedule, generator=generator)
         acc[int(t)] = (predict(model, x_t, t) == y).float().mean().item()
     return acc
-
-
-# ----------------------------------------------------------------------------- training tasks
-def random_shift(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels (background value -1 fills in)."""
-    if max_shift == 0:
-        return x
-    B, _, H, W = x.shape
-    pad = F.pad(x, (max_shift,) * 4, value=-1.0)
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, B), generator=generator).tolist()
-    return torch.stack([pad[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
-
-
-class ClassifierTask:
-    """Cross-entropy on clean MNIST digits (random shifts of up to ``augment_shift`` pixels).
-
-    Each batch draws its indices with replacement from the generator, so a batch depends on
-    the trainer's step alone (the trainer's resumability contract).
-    """
-
-    architecture = "diffedu.classifier.MnistClassifier (4 conv layers, 2 max-pools, 64-d penultimate features)"
-
-    def __init__(self, config: dict, device):
-        self.config, self.device = config, torch.device(device)
-        self.model = build(config["model"]).to(self.device)
-        self.x, self.y = data.mnist("train").tensors
-        self.batch_size = int(config["batch_size"])
-        self.shift = int(config.get("augment_shift", 0))
-        self.data_info = {"file": "assets/data/mnist.npz", "sha256": data.SHA256["mnist.npz"],
-                          "split": "train", "n": len(self.y)}
-
-    def _draw(self, generator):
-        idx = torch.randint(0, len(self.x), (self.batch_size,), generator=generator)
-        return random_shift(self.x[idx], self.shift, generator), self.y[idx]
-
-    def batches(self, generator, rank=0, world_size=1):
-        while True:
-            x, y = self._draw(generator)
-            yield x.to(self.device), y.to(self.device)
-
-    def loss(self, model, batch):
-        x, y = batch
-        return F.cross_entropy(model(x), y)
-
-    def evaluate(self, model) -> dict:
-        x, y = data.mnist("test").tensors
-        was = model.training
-        model.eval()
-        acc = (predict(model, x) == y).float().mean().item()
-        model.train(was)
-        return {"test_accuracy": round(acc, 4)}
-
-
-class NoisyClassifierTask(ClassifierTask):
-    """Cross-entropy on noised digits x_t = q_sample(x0, t), t ~ U{0..T}, with the U-Net's schedule."""
-
-    architecture = ("diffedu.classifier.NoisyMnistClassifier (3 conv blocks with a time-step shift, "
-                    "sinusoidal time embedding, MLP head)")
-
-    def __init__(self, config: dict, device):
-        super().__init__(config, device)
-        self.schedule = make_schedule(config.get("schedule", "linear"), int(config.get("T", 1000)))
-        if self.model.T != self.schedule.T:
-            raise ValueError(f"model T={self.model.T} and schedule T={self.schedule.T} differ in the config.")
-
-    def batches(self, generator, rank=0, world_size=1):
-        while True:
-            x0, y = self._draw(generator)
-            t = torch.randint(0, self.schedule.T + 1, (len(y),), generator=generator)
-            x_t, _ = q_sample(x0, t, self.schedule, generator=generator)
-            yield x_t.to(self.device), t.to(self.device), y.to(self.device)
-
-    def loss(self, model, batch):
-        x_t, t, y = batch
-        return F.cross_entropy(model(x_t, t), y)
-
-    def evaluate(self, model) -> dict:
-        x, y = data.mnist("test").tensors
-        ts = self.config.get("eval_ts", [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
-        was = model.training
-        model.eval()
-        acc = accuracy_vs_t(model, x, y, self.schedule, ts, torch.Generator().manual_seed(0))
-        model.train(was)
-        return {"test_accuracy_t0": round(acc[0], 4) if 0 in acc else None,
-                "mean_test_accuracy": round(sum(acc.values()) / len(acc), 4),
-                "test_accuracy_vs_t": {str(k): round(v, 4) for k, v in acc.items()}}

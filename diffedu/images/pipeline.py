@@ -1,0 +1,76 @@
+"""From the shipped U-Net to digits: load it, wrap it for the samplers, sample in batches.
+
+    model, schedule, card = load_unet("mnist_unet")
+    eps = eps_model(model, labels, w)            # eps_model(x_t, t) for diffedu.samplers
+    x = sample(model, schedule, n, "ddim", steps=50, labels=labels, w=1.0)
+
+Conditioning is a closure around the network (lesson 06):
+
+* ``labels=None``: the unconditional model, eps_theta(x_t, t, null) (the null class);
+* labels (one digit for all, or one per image) with the guidance weight w of
+  :func:`diffedu.guidance.cfg_eps`, eq. (4) there: w = 1 is the plain conditional model
+  eps_theta(x_t, t, y) (the default), w > 1 classifier-free guidance, w = 0 unconditional.
+"""
+import torch
+
+from diffedu._validate import one_of, positive_int
+from diffedu.checkpoints import load_checkpoint, load_into
+from diffedu.guidance import cfg_model, check_labels
+from diffedu.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from diffedu.schedules import NoiseSchedule
+
+from .unet import IMAGE_SHAPE, UNet
+
+
+def load_unet(name: str = "mnist_unet", config: dict | None = None, device=None):
+    """A shipped EMA U-Net: returns (model in eval mode, its NoiseSchedule, model card).
+
+    config: optional dict of config entries the checkpoint must have been trained with
+    (e.g. {"model": {...}, "T": 1000}); a mismatch raises ValueError.
+    """
+    _, card = load_checkpoint(name, expected_config=config)
+    cfg = card["config"]
+    T = cfg.get("T", 1000)
+    model = UNet(**cfg.get("model", {}), T=T)
+    load_into(model, name, config)
+    model.card = card
+    model = model.eval().requires_grad_(False).to(device or "cpu")
+    return model, NoiseSchedule.from_name(cfg.get("schedule", "linear"), T), card
+
+
+def eps_model(model: UNet, labels=None, w: float = 1.0):
+    """The network as eps_model(x_t, t) for the samplers: unconditional (labels=None) or guided by eq. (4)."""
+    if labels is None:
+        return lambda x_t, t: model(x_t, t, None)
+    if not model.num_classes:
+        raise ValueError("this UNet was trained without classes; call eps_model(model) without labels.")
+    return cfg_model(model, labels, w)
+
+
+@torch.no_grad()
+def sample(model: UNet, schedule: NoiseSchedule, n: int, sampler: str = "ddim", steps: int = 50,
+           labels=None, w: float = 1.0, generator=None, clip_x0: float | None = 1.0,
+           eta: float = 0.0, batch_size: int = 500, progress: bool = True) -> torch.Tensor:
+    """n images in [-1, 1] from the network: sampler "ddpm" (all T steps) or "ddim" (`steps` steps).
+
+    Samples are drawn in batches of `batch_size`; labels: one digit, n digits or None (unconditional);
+    w: the classifier-free guidance weight (1 = the plain conditional model).
+    """
+    one_of("sampler", sampler, ("ddpm", "ddim"))
+    positive_int("n", n)
+    if sampler == "ddim":
+        ddim_timesteps(schedule.T, steps)  # raises if steps does not divide T
+    if model.T != schedule.T:
+        raise ValueError(f"the model was trained with T={model.T} but the schedule has T={schedule.T}.")
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes or 10, batch=n)
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        fn = eps_model(model, None if labels is None else labels[i:i + b].to(device), w)
+        kw = dict(generator=generator, device=device, clip_x0=clip_x0, progress=progress)
+        x = ddpm_sample(fn, schedule, (b, *IMAGE_SHAPE), **kw) if sampler == "ddpm" else \
+            ddim_sample(fn, schedule, (b, *IMAGE_SHAPE), steps=steps, eta=eta, **kw)
+        out.append(x.cpu())
+    return torch.cat(out)

@@ -1,0 +1,219 @@
+"""The MNIST training tasks of ``python -m diffedu.train configs/mnist_*.json``.
+
+A task owns the model, the data and the loss; the trainer (diffedu.train) owns the rest.
+
+* ``DDPMTask`` trains the U-Net with the "simple" DDPM loss (Ho et al., 2020)
+
+      L(theta) = E_{x0, t ~ U{1..T}, eps ~ N(0, I)} || eps - eps_theta(x_t, t, y) ||^2,         (2)
+      x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps                                    (1)
+
+  and with probability ``p_uncond`` replaces the label y by the null class (label dropout),
+  so that the one network also learns the unconditional model (classifier-free guidance).
+* ``ClassifierTask``: cross-entropy of the clean judge on (randomly shifted) clean digits.
+* ``NoisyClassifierTask``: cross-entropy of the noise-aware guide on x_t = q_sample(x0, t),
+  t ~ U{0..T}, with the U-Net's schedule.
+
+Every batch draws its random numbers from the trainer's generator, so a batch depends on the
+step alone (the trainer's resumability contract).
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from diffedu import data
+from diffedu._validate import image_batch, probability
+from diffedu.forward import q_sample
+from diffedu.schedules import NoiseSchedule
+
+from .classifier import accuracy_vs_t, build, load, predict
+from .pipeline import eps_model, sample
+from .unet import IMAGE_SHAPE, UNet
+
+MNIST_INFO = {"file": "assets/data/mnist.npz", "sha256": data.SHA256["mnist.npz"], "split": "train"}
+
+
+# ----------------------------------------------------------------------------- the DDPM loss
+def ddpm_loss(model, x0, y, schedule: NoiseSchedule, p_uncond: float = 0.1, generator=None):
+    """Eq. (2): draw t ~ U{1..T}, eps ~ N(0, I), build x_t by eq. (1), regress eps.
+
+    With probability p_uncond a label is replaced by the null class (classifier-free guidance).
+    """
+    image_batch("images", x0)
+    p_uncond = probability("p_uncond", p_uncond)
+    B = x0.shape[0]
+    t = torch.randint(1, schedule.T + 1, (B,), generator=generator, device="cpu").to(x0.device)
+    x_t, eps = q_sample(x0, t, schedule, generator=generator)
+    if y is not None:
+        drop = torch.rand(B, device="cpu", generator=generator).to(x0.device) < p_uncond
+        y = torch.where(drop, torch.full_like(y, null_class(model)), y)
+    return F.mse_loss(model(x_t, t, y).float(), eps)
+
+
+def null_class(model) -> int:
+    """The "no label" index of a U-Net (also when the trainer wrapped it in DistributedDataParallel)."""
+    return getattr(model, "module", model).null_class
+
+
+class DDPMTask:
+    """MNIST DDPM: config keys model {...}, schedule, T, p_uncond, batch_size (and sample_every, eval_fd_n)."""
+
+    architecture = ("diffedu.images.unet.UNet (ResBlocks + adaptive GroupNorm, attention at 7x7, "
+                    "class embedding + null class)")
+
+    def __init__(self, config: dict, device):
+        self.config, self.device = config, torch.device(device)
+        self.T = config.get("T", 1000)
+        self.schedule = NoiseSchedule.from_name(config.get("schedule", "linear"), self.T)
+        self.p_uncond = probability("p_uncond", config.get("p_uncond", 0.1))
+        self.model = UNet(**config.get("model", {}), T=self.T).to(self.device)
+        images, labels = data.mnist_arrays("train")
+        self.images = torch.as_tensor(images).to(self.device)  # uint8, converted per batch
+        self.labels = torch.as_tensor(labels).long().to(self.device)
+        self.data_info = {**MNIST_INFO, "n": len(labels)}
+
+    def batches(self, generator: torch.Generator, rank: int = 0, world_size: int = 1):
+        """Infinite stream of (x0 in [-1, 1], y): indices drawn with replacement from `generator`."""
+        B, n = self.config["batch_size"], len(self.labels)
+        while True:
+            idx = torch.randint(0, n, (B,), generator=generator).to(self.device)
+            yield self.images[idx, None].float() / 127.5 - 1.0, self.labels[idx]
+
+    def loss(self, model, batch):
+        x0, y = batch
+        return ddpm_loss(model, x0, y if self.model.num_classes else None, self.schedule, self.p_uncond)
+
+    @torch.no_grad()
+    def on_checkpoint(self, ema_model, step: int, out_dir) -> None:
+        """Every `sample_every` steps write out_dir/samples_STEP.png: 2 DDIM-20 samples per digit (EMA)."""
+        if step % self.config.get("sample_every", 1000):
+            return
+        import matplotlib
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from torchvision.utils import make_grid
+        from diffedu.samplers import ddim_sample
+        g = torch.Generator().manual_seed(0)
+        labels = torch.arange(10).repeat(2) if self.model.num_classes else None
+        x = ddim_sample(eps_model(ema_model, None if labels is None else labels.to(self.device)),
+                        self.schedule, (20, *IMAGE_SHAPE), steps=20, generator=g,
+                        device=self.device, clip_x0=1.0, progress=False)
+        grid = make_grid(x.float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=10).permute(1, 2, 0).numpy()
+        plt.imsave(Path(out_dir) / f"samples_{step:06d}.png", grid)
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        """Metrics for the model card: the held-out loss (eq. 2 on 2,000 test digits, fixed t and eps);
+        the Fréchet distance to n test digits of n DDIM-50 samples, class-conditional (labels 0..9 in
+        turn) and unconditional (null label); and the floor, n train digits vs the same test digits.
+        n = config "eval_fd_n" (default 1000; 0 skips the Fréchet distances)."""
+        from diffedu import metrics
+        x_test, y_test = data.mnist("test").tensors
+        g = torch.Generator().manual_seed(1234)
+        x0, y = x_test[:2000].to(self.device), y_test[:2000].to(self.device)
+        t = torch.randint(1, self.T + 1, (len(y),), generator=g).to(self.device)
+        eps = torch.randn(x0.shape, generator=g).to(self.device)
+        x_t, _ = q_sample(x0, t, self.schedule, eps=eps)
+        mse = sum(F.mse_loss(ema_model(x_t[i:i + 500], t[i:i + 500], y[i:i + 500]), eps[i:i + 500],
+                             reduction="sum").item() for i in range(0, len(y), 500))
+        out = {"test_eps_mse_n2000": round(mse / eps.numel(), 5)}
+        n = self.config.get("eval_fd_n", 1000)
+        if n:
+            judge = load("mnist_classifier")
+            real_test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+            real_train = data.mnist("train").tensors[0][torch.randperm(60000, generator=g)[:n]]
+            out[f"fd_floor_train_vs_test_n{n}"] = round(metrics.frechet_distance(real_train, real_test, judge), 3)
+            labels = torch.arange(n) % 10 if self.model.num_classes else None
+            for name, lab in [("conditional", labels), ("unconditional", None)]:
+                x = sample(ema_model, self.schedule, n, "ddim", steps=50, labels=lab,
+                           generator=torch.Generator().manual_seed(0), progress=False)
+                out[f"fd_ddim50_{name}_n{n}"] = round(metrics.frechet_distance(x, real_test, judge), 3)
+                if lab is None:
+                    break
+        return out
+
+
+# ----------------------------------------------------------------------------- the classifiers
+def random_shift(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (background value -1 fills in)."""
+    if max_shift == 0:
+        return x
+    B, _, H, W = x.shape
+    pad = F.pad(x, (max_shift,) * 4, value=-1.0)
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, B), generator=generator).tolist()
+    return torch.stack([pad[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
+
+
+class ClassifierTask:
+    """Cross-entropy on clean MNIST digits (random shifts of up to ``augment_shift`` pixels).
+
+    Each batch draws its indices with replacement from the generator, so a batch depends on
+    the trainer's step alone (the trainer's resumability contract).
+    """
+
+    architecture = ("diffedu.images.classifier.MnistClassifier (4 conv layers, 2 max-pools, "
+                    "64-d penultimate features)")
+
+    def __init__(self, config: dict, device):
+        self.config, self.device = config, torch.device(device)
+        self.model = build(config["model"]).to(self.device)
+        self.x, self.y = data.mnist("train").tensors
+        self.batch_size = int(config["batch_size"])
+        self.shift = int(config.get("augment_shift", 0))
+        self.data_info = {**MNIST_INFO, "n": len(self.y)}
+
+    def _draw(self, generator):
+        idx = torch.randint(0, len(self.x), (self.batch_size,), generator=generator)
+        return random_shift(self.x[idx], self.shift, generator), self.y[idx]
+
+    def batches(self, generator, rank=0, world_size=1):
+        while True:
+            x, y = self._draw(generator)
+            yield x.to(self.device), y.to(self.device)
+
+    def loss(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    def evaluate(self, model) -> dict:
+        x, y = data.mnist("test").tensors
+        was = model.training
+        model.eval()
+        acc = (predict(model, x) == y).float().mean().item()
+        model.train(was)
+        return {"test_accuracy": round(acc, 4)}
+
+
+class NoisyClassifierTask(ClassifierTask):
+    """Cross-entropy on noised digits x_t = q_sample(x0, t), t ~ U{0..T}, with the U-Net's schedule."""
+
+    architecture = ("diffedu.images.classifier.NoisyMnistClassifier (3 conv blocks with a time-step shift, "
+                    "sinusoidal time embedding, MLP head)")
+
+    def __init__(self, config: dict, device):
+        super().__init__(config, device)
+        self.schedule = NoiseSchedule.from_name(config.get("schedule", "linear"), int(config.get("T", 1000)))
+        if self.model.T != self.schedule.T:
+            raise ValueError(f"model T={self.model.T} and schedule T={self.schedule.T} differ in the config.")
+
+    def batches(self, generator, rank=0, world_size=1):
+        while True:
+            x0, y = self._draw(generator)
+            t = torch.randint(0, self.schedule.T + 1, (len(y),), generator=generator)
+            x_t, _ = q_sample(x0, t, self.schedule, generator=generator)
+            yield x_t.to(self.device), t.to(self.device), y.to(self.device)
+
+    def loss(self, model, batch):
+        x_t, t, y = batch
+        return F.cross_entropy(model(x_t, t), y)
+
+    def evaluate(self, model) -> dict:
+        x, y = data.mnist("test").tensors
+        ts = self.config.get("eval_ts", [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
+        was = model.training
+        model.eval()
+        acc = accuracy_vs_t(model, x, y, self.schedule, ts, torch.Generator().manual_seed(0))
+        model.train(was)
+        return {"test_accuracy_t0": round(acc[0], 4) if 0 in acc else None,
+                "mean_test_accuracy": round(sum(acc.values()) / len(acc), 4),
+                "test_accuracy_vs_t": {str(k): round(v, 4) for k, v in acc.items()}}
