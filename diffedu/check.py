@@ -58,4 +58,4 @@ def expect(name: str, value, lo: float | None = None, hi: float | None = None):
     return v
 
 
-check = check_answer  # the old name, until every lesson calls check_answer
+check = check_answer  # the former name of check_answer

@@ -46,7 +46,8 @@ The same samplers in diffusers (their steps count from 0, see :mod:`diffedu.sche
     ========================  ====================================  ===========================================
 
 The default DDIM grid of diffusers, ``"leading"`` (0, T/S, ..., T - T/S, plus ``steps_offset``),
-is a different set of steps; tests/test_conventions.py pins the numbers of both libraries.
+is a different set of steps. tests/test_conventions.py pins diffedu's numbers, computed by hand,
+and names the diffusers settings that reproduce them.
 """
 import torch
 from tqdm.auto import tqdm
