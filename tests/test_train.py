@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffedu import train, unet
+from diffedu import train
+from diffedu.images import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "name": "tiny_unet", "task": "diffedu.unet:DDPMTask",
+    "name": "tiny_unet", "task": "diffedu.images.tasks:DDPMTask",
     "model": {"ch": 8, "ch_mult": [1, 2, 2], "heads": 2, "dropout": 0.1, "num_classes": 10},
     "schedule": "linear", "T": 1000, "p_uncond": 0.2, "steps": 6, "batch_size": 4, "lr": 0.002,
     "warmup": 2, "ema_decay": 0.9, "log_every": 1, "ckpt_every": 2, "sample_every": 10**9, "seed": 3,
@@ -148,7 +149,7 @@ def test_ship_writes_a_loadable_card(tmp_path, monkeypatch):
     assert m["fd_ddim50_conditional_n20"] > m["fd_floor_train_vs_test_n20"] > 0 and m["fd_ddim50_unconditional_n20"] > 0
     weights = load_file(str(assets / "checkpoints" / "tiny_unet.safetensors"))
     assert weights["conv_in.weight"].dtype == torch.float16
-    model, schedule, _ = unet.load_unet("tiny_unet")
+    model, schedule, _ = pipeline.load_unet("tiny_unet")
     ema = {k[4:]: v for k, v in state(tmp_path / "run").items() if k.startswith("ema.")}
     torch.testing.assert_close(model.state_dict()["conv_in.weight"], ema["conv_in.weight"], atol=1e-3, rtol=1e-3)
     assert schedule.T == 1000
@@ -158,11 +159,11 @@ def test_bad_configs_are_rejected(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         train.load_config(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"name": "x", "task": "diffedu.unet:DDPMTask"}))
+    bad.write_text(json.dumps({"name": "x", "task": "diffedu.images.tasks:DDPMTask"}))
     with pytest.raises(ValueError, match="lacks the keys"):
         train.load_config(bad)
     with pytest.raises(ValueError, match="package.module:Class"):
-        train.make_task({**TINY, "task": "diffedu.unet.DDPMTask"}, torch.device("cpu"))
+        train.make_task({**TINY, "task": "diffedu.images.tasks.DDPMTask"}, torch.device("cpu"))
     cfg = write_config(tmp_path)
     train.main([cfg, "--steps", "1", "--out", str(tmp_path / "c"), "--device", "cpu"])
     changed = write_config(tmp_path, lr=0.1)
