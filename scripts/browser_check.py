@@ -1,97 +1,72 @@
-"""Open a page of the built book in headless Chromium and check what a reader would see.
+"""Open the pages of the built book in headless Chromium and check what a reader would see.
 
-    python scripts/browser_check.py                                  # lesson 01
+    python scripts/browser_check.py --all                            # every page (make browser-check)
+    python scripts/browser_check.py                                  # lesson 01 only, with a screenshot
     python scripts/browser_check.py --page lessons/05_mnist_unet_ddpm.html
     python scripts/browser_check.py --site _build/html --screenshot _build/browser_check.png
 
-The site is served on 127.0.0.1 (a free port) and Chromium may not resolve any
-other host, so the page has to work offline. A small harness page loads the
-lesson in a full-window frame, waits for MathJax and the widget manager, then
-records what the browser really rendered. The check fails when
+The site is served on 127.0.0.1 (a free port). Chromium is driven by Playwright's
+Python package (``pip install -e ".[test]"``; it uses the system's Chromium, it never
+downloads a browser of its own) and every request the page makes goes through this
+script: a request to any other host is refused and reported, so the check proves that
+the site works offline. For each page it waits (with a bound, never a fixed sleep)
+until MathJax has typeset, the saved widgets are drawn and the images have loaded, then
+records what the browser really rendered. A page fails when
 
-* the page has no typeset equation, or a math node was left untypeset, or
-  MathJax reported a TeX error, or TeX is visible in the text (a ``$``, ``\\[``,
-  ``\\(`` or a command such as ``\\alpha`` outside code and typeset math), or a
-  display equation wider than the column is cut off on its left side;
-* the page has fewer figures (images in cell outputs) than asked for, or any
-  image failed to load (natural size 0 x 0);
-* saved widgets (e.g. progress bars) were not drawn;
-* a script or stylesheet is loaded from another host.
+* a math node was left untypeset, MathJax reported a TeX error, TeX is visible in the
+  text (a ``$``, ``\\[``, ``\\(`` or a command such as ``\\alpha`` outside code and
+  typeset math), or a display equation wider than the column is cut off on its left;
+* it has fewer typeset equations or figures (images in cell outputs) than asked for
+  (with ``--all``: at least one of each on every lesson page, none asked elsewhere),
+  or an image failed to load (natural size 0 x 0), or an icon was left undrawn;
+* a saved widget (e.g. a progress bar) was not drawn;
+* it requested anything from another host, or a file of the site was missing;
+* the browser console logged an error, or a script threw one.
 
-It prints what it found, writes a screenshot (scrolled to the first figure), and
-exits 1 on failure. Needs Chromium (Debian: ``apt-get install chromium``).
+It prints what it found on each page, exits 1 if any page failed and 2 if there is no
+site or no browser. Needs Chromium (Debian: ``apt-get install chromium``).
 """
 import argparse
-import html
 import http.server
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
+import time
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-HARNESS = "/__browser_check__.html"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Root in a container needs --no-sandbox; the rest keeps Chromium from calling home.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars",
+                  # a second fence behind the request interception: no host name resolves but ours
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
-HARNESS_HTML = r"""<!doctype html>
-<html><head><meta charset="utf-8"><title>browser check</title>
-<style>html,body{margin:0;height:100%;overflow:hidden}
-iframe{border:0;width:100%;height:100%}#result{display:none}</style></head>
-<body><iframe id="page" src="__PAGE__"></iframe><pre id="result">{"status": "pending"}</pre>
-<script>
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-const out = document.getElementById("result");
-const frame = document.getElementById("page");
-function report(obj) { out.textContent = JSON.stringify(obj); }
-
-function visibleText(doc) {
-  const skip = new Set(["SCRIPT", "STYLE", "PRE", "CODE", "TEXTAREA", "MJX-CONTAINER", "NOSCRIPT"]);
+# What the page shows, measured in the page itself once it has settled.
+REPORT_JS = r"""() => {
+  const doc = document;
+  const skip = new Set(["SCRIPT", "STYLE", "PRE", "CODE", "TEXTAREA", "MJX-CONTAINER", "NOSCRIPT", "SVG"]);
   const parts = [];
   const walker = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT, {
     acceptNode(n) {
-      for (let e = n.parentElement; e; e = e.parentElement) if (skip.has(e.tagName)) return NodeFilter.FILTER_REJECT;
+      for (let e = n.parentElement; e; e = e.parentElement) if (skip.has(e.tagName.toUpperCase())) return NodeFilter.FILTER_REJECT;
       return NodeFilter.FILTER_ACCEPT;
     }});
   while (walker.nextNode()) parts.push(walker.currentNode.nodeValue);
-  return parts.join(" ");
-}
-
-async function run() {
-  const loaded = () => { try { return frame.contentDocument.readyState === "complete" &&
-    frame.contentWindow.location.href !== "about:blank"; } catch (e) { return false; } };
-  if (!loaded()) await new Promise(r => frame.addEventListener("load", r, {once: true}));
-  const win = frame.contentWindow, doc = frame.contentDocument;
-  const t0 = performance.now();
-  const hasScript = re => Array.from(doc.scripts).some(s => re.test(s.src || ""));
-  // MathJax 3: wait for the first typesetting pass (if the page loads MathJax at all).
-  const wantsMathJax = hasScript(/mathjax|tex-(chtml|svg|mml)/i);
-  for (let i = 0; wantsMathJax && i < 100 && !(win.MathJax && win.MathJax.startup && win.MathJax.startup.promise); i++) await sleep(100);
-  let mathjax = null;
-  if (win.MathJax && win.MathJax.startup && win.MathJax.startup.promise) {
-    try { await win.MathJax.startup.promise; mathjax = win.MathJax.version || "3"; } catch (e) { mathjax = "error: " + e; }
-  }
-  // Widgets: wait until every saved view has been drawn (or give up after ~8 s).
-  const views = doc.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
-  const drawn = () => Array.from(doc.querySelectorAll(".widget-subarea")).filter(e => e.childElementCount > 0).length;
-  const wantsWidgets = views.length > 0 && hasScript(/embed-amd|html-manager/i);
-  for (let i = 0; wantsWidgets && i < 80 && drawn() < views.length; i++) await sleep(100);
-  // Images: wait until every image has finished loading (or failed).
-  for (let i = 0; i < 50 && Array.from(doc.images).some(im => !im.complete); i++) await sleep(100);
-
-  const mathNodes = Array.from(doc.querySelectorAll("span.math, div.math"));
-  const untypeset = mathNodes.filter(e => !e.querySelector("mjx-container"));
-  const text = visibleText(doc);
+  const text = parts.join(" ");
   const raw = [];
   // Unrendered TeX: a "$" or a TeX command such as \alpha left in the prose.
   for (const pat of [/\$/g, /\\[A-Za-z]{2,}/g, /\\\[/g, /\\\(/g]) {
     let m; while ((m = pat.exec(text)) && raw.length < 10) raw.push(text.slice(Math.max(0, m.index - 40), m.index + 40));
   }
+  const mathNodes = Array.from(doc.querySelectorAll("span.math, div.math"));
+  const untypeset = mathNodes.filter(e => !e.querySelector("mjx-container"));
   // Display equations wider than their column: they should scroll, never lose their left end.
   let wide = 0; const clipped = [];
   for (const div of doc.querySelectorAll("div.math")) {
@@ -100,21 +75,19 @@ async function run() {
     if (div.scrollWidth > div.clientWidth + 1) wide++;
     if (mjx.getBoundingClientRect().left < div.getBoundingClientRect().left - 1) clipped.push(div.textContent.trim().slice(0, 60));
   }
-  const origin = win.location.origin;
-  const external = [];
-  for (const e of doc.querySelectorAll("script[src], link[rel~=stylesheet][href], img[src]")) {
-    const url = new URL(e.getAttribute("src") || e.getAttribute("href"), doc.baseURI);
-    if (!["data:", "blob:"].includes(url.protocol) && url.origin !== origin) external.push(url.href);
-  }
+  const views = doc.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  const drawn = Array.from(doc.querySelectorAll(".widget-subarea")).filter(e => e.childElementCount > 0).length;
   const widgetKinds = {};
   for (const e of doc.querySelectorAll(".widget-subarea [class*='widget-']")) {
     for (const c of e.classList) if (/^widget-(hprogress|slider|hslider|html|label|button|dropdown|checkbox|play|text)/.test(c)) widgetKinds[c] = (widgetKinds[c] || 0) + 1;
   }
-  report({
-    status: "done",
+  // Font Awesome icons (<i class="fa ...">): the theme's script swaps each for an <svg>.
+  const icons = Array.from(doc.querySelectorAll("i.fa, i.fas, i.far, i.fab, i[class*=' fa-'], svg.svg-inline--fa"));
+  const glyph = e => !["none", "normal", '""'].includes(getComputedStyle(e, "::before").content);
+  const undrawnIcons = icons.filter(e => e.tagName.toLowerCase() === "i" && !glyph(e) && !e.querySelector("svg"));
+  return {
     title: doc.title,
-    wait_ms: Math.round(performance.now() - t0),
-    mathjax,
+    mathjax: (window.MathJax && window.MathJax.version) || null,
     mathjax_script: (doc.querySelector("script[src*='mathjax' i], script[src*='tex-' i]") || {}).src || null,
     math_nodes: mathNodes.length,
     mjx_containers: doc.querySelectorAll("mjx-container").length,
@@ -125,43 +98,35 @@ async function run() {
     wide_equations: wide,
     clipped_equations: clipped,
     images: Array.from(doc.images).map(im => ({
-      src: im.getAttribute("src").slice(0, 100), w: im.naturalWidth, h: im.naturalHeight,
+      src: (im.getAttribute("src") || im.src || "").slice(0, 100), w: im.naturalWidth, h: im.naturalHeight,
       in_output: !!im.closest(".cell_output, .output")})),
     widget_views: views.length,
-    widgets_drawn: drawn(),
+    widgets_drawn: drawn,
     widget_kinds: widgetKinds,
     widget_manager: (doc.querySelector("script[src*='embed-amd']") || {}).src || null,
-    external,
-  });
-  // For the screenshot: bring the requested section, else the first figure, into view.
-  const anchor = "__ANCHOR__" ? doc.getElementById("__ANCHOR__") : null;
-  const fig = Array.from(doc.images).find(im => im.closest(".cell_output") && im.naturalWidth > 0);
-  if (anchor) anchor.scrollIntoView({block: "start"});
-  else if (fig) fig.scrollIntoView({block: "center"});
-}
-run().catch(e => report({status: "error", error: String(e && e.stack || e)}));
-</script></body></html>
-"""
+    icons: icons.length,
+    undrawn_icons: undrawnIcons.slice(0, 5).map(e => e.className),
+  };
+}"""
+
+# Conditions the page must reach before it is measured (each returns true when settled).
+MATHJAX_READY_JS = """async () => {
+  if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return false;
+  try { await MathJax.startup.promise; } catch (e) {}
+  return true; }"""
+WANTS_MATHJAX_JS = "() => Array.from(document.scripts).some(s => /mathjax|tex-(chtml|svg|mml)/i.test(s.src || ''))"
+WIDGETS_READY_JS = """() => {
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length;
+  const drawn = Array.from(document.querySelectorAll(".widget-subarea")).filter(e => e.childElementCount > 0).length;
+  return drawn >= views; }"""
+WANTS_WIDGETS_JS = """() => document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length > 0
+  && Array.from(document.scripts).some(s => /embed-amd|html-manager/i.test(s.src || ''))"""
+IMAGES_READY_JS = "() => Array.from(document.images).every(im => im.complete)"
+ICONS_READY_JS = """() => !window.FontAwesome || Array.from(document.querySelectorAll("i.fa, i.fas, i.far, i.fab"))
+  .every(e => e.querySelector("svg") || getComputedStyle(e, "::before").content.length > 2)"""
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the built site, plus the harness page at HARNESS."""
-
-    page = ""
-    anchor = ""
-
-    def do_GET(self):
-        if self.path.split("?")[0] == HARNESS:
-            body = (HARNESS_HTML.replace("__PAGE__", html.escape(self.page))
-                    .replace("__ANCHOR__", re.sub(r"[^A-Za-z0-9_-]", "", self.anchor)).encode())
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        else:
-            super().do_GET()
-
     def log_message(self, *args):  # keep the output readable
         pass
 
@@ -174,32 +139,111 @@ def find_chromium(explicit=None):
     return None
 
 
-def chromium(binary, url, extra, budget_ms, timeout_s):
-    """Run headless Chromium on url; return (stdout, stderr)."""
-    with tempfile.TemporaryDirectory() as profile:
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-               f"--user-data-dir={profile}",
-               # offline: no host name resolves except the local server
-               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-               "--window-size=1280,1600", f"--virtual-time-budget={budget_ms}", *extra, url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    return proc.stdout, proc.stderr
+def have_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-def serve(site: Path, page: str, anchor: str = ""):
-    handler = type("BoundHandler", (Handler,), {"page": "/" + page.lstrip("/"), "anchor": anchor})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(site)))
+def serve(site: Path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
+REDIRECT = re.compile(r"""<meta\s+http-equiv=["']refresh["']\s+content=["'][^"']*url=([^"']+)["']""", re.I)
+
+
+def redirect_target(path: Path):
+    """The page a redirect stub (Jupyter Book's index.html) sends the reader to, or None."""
+    head = path.read_text(errors="replace")[:2000]
+    m = REDIRECT.search(head)
+    return m.group(1).strip() if m and "<body" not in head.lower() else None
+
+
+def site_pages(site: Path) -> list:
+    """Every HTML page of the site, relative to it: not the folders Sphinx keeps assets in (_static ...)."""
+    pages = []
+    for p in sorted(site.rglob("*.html")):
+        rel = p.relative_to(site)
+        if not any(part.startswith((".", "_")) for part in rel.parts[:-1]):
+            pages.append(rel.as_posix())
+    return pages
+
+
+class Browser:
+    """One headless Chromium (fresh profile) whose requests to other hosts are refused and recorded."""
+
+    def __init__(self, binary: str, origin: str, timeout_s: float):
+        from playwright.sync_api import sync_playwright
+
+        self.origin, self.timeout_s = origin, timeout_s
+        self._profile = tempfile.mkdtemp(prefix="browser-check-")
+        self._pw = sync_playwright().start()
+        self.context = self._pw.chromium.launch_persistent_context(
+            self._profile, executable_path=binary, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 1600})
+        self.context.route("**/*", self._route)
+        self.external, self.failed, self.console = [], [], []
+
+    def _route(self, route):
+        url = route.request.url
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob") or f"{parts.scheme}://{parts.netloc}" == self.origin:
+            route.continue_()
+        else:
+            self.external.append(url)
+            route.abort("blockedbyclient")
+
+    def open(self, page_url: str):
+        """Load a page and wait until it has settled; return the Playwright page."""
+        self.external, self.failed, self.console = [], [], []
+        page = self.context.new_page()
+        page.on("console", lambda m: m.type == "error" and self.console.append(m.text))
+        page.on("pageerror", lambda e: self.console.append(f"uncaught: {e}"))
+        page.on("requestfailed", lambda r: r.url not in self.external and self.failed.append(r.url))
+        page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.url} (HTTP {r.status})"))
+        page.goto(page_url, wait_until="load", timeout=self.timeout_s * 1000)
+        deadline = time.monotonic() + self.timeout_s
+        if page.evaluate(WANTS_MATHJAX_JS):
+            self._wait(page, MATHJAX_READY_JS, deadline, give_up=lambda: self._lost("mathjax|tex-"))
+        if page.evaluate(WANTS_WIDGETS_JS):
+            self._wait(page, WIDGETS_READY_JS, deadline, give_up=lambda: self._lost("embed-amd|require"))
+        self._wait(page, IMAGES_READY_JS, deadline)
+        self._wait(page, ICONS_READY_JS, deadline)
+        return page
+
+    def _lost(self, pattern: str) -> bool:
+        """True when a script the page waits for could not be loaded (so waiting longer is pointless)."""
+        return any(re.search(pattern, u, re.I) for u in self.failed + self.external)
+
+    @staticmethod
+    def _wait(page, condition_js, deadline, give_up=lambda: False):
+        while not page.evaluate(condition_js):
+            if give_up() or time.monotonic() > deadline:
+                return False
+            page.wait_for_timeout(100)
+        return True
+
+    def close(self):
+        try:
+            self.context.close()
+            self._pw.stop()
+        finally:
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+
 def evaluate(r: dict, min_math: int, min_figures: int):
-    """Turn the harness report into (lines to print, list of failures)."""
+    """Turn the page report into (lines to print, list of failures)."""
     imgs = r.get("images", [])
     figures = [i for i in imgs if i["in_output"] and i["w"] > 0 and i["h"] > 0]
     broken = [i for i in imgs if i["w"] == 0 or i["h"] == 0]
+    views, drawn = r.get("widget_views", 0), r.get("widgets_drawn", 0)
+    widgets = (f"{drawn} of {views} saved views drawn {r.get('widget_kinds') or ''} (manager {r.get('widget_manager')})"
+               if views else "no saved widgets on this page")
+    external, failed, console = r.get("external", []), r.get("failed", []), r.get("console", [])
     lines = [
         f"page title      : {r.get('title')!r}",
         f"MathJax         : {r.get('mathjax')} from {r.get('mathjax_script')}",
@@ -211,11 +255,13 @@ def evaluate(r: dict, min_math: int, min_figures: int):
         f"figures         : {len(figures)} in cell outputs with a real size "
         + ", ".join(f"{i['w']}x{i['h']}" for i in figures[:8]) + (" ..." if len(figures) > 8 else ""),
         f"images          : {len(imgs)} in total, {len(broken)} broken",
-        f"widgets         : {r.get('widgets_drawn')} of {r.get('widget_views')} saved views drawn "
-        f"{r.get('widget_kinds') or ''} (manager {r.get('widget_manager')})",
-        f"external loads  : {len(r.get('external', []))}",
-        f"waited          : {r.get('wait_ms')} ms (browser time)",
+        f"icons           : {r.get('icons', 0)} in total, {len(r.get('undrawn_icons', []))} not drawn",
+        f"widgets         : {widgets}",
+        f"other hosts     : {len(external)} requests refused" + (f", e.g. {external[0]}" if external else ""),
+        f"missing files   : {len(failed)}",
+        f"console errors  : {len(console)}",
     ]
+    lines += [f"console         : {m[:200]}" for m in console[:5]]
     fails = []
     if r.get("mjx_containers", 0) < min_math:
         fails.append(f"expected at least {min_math} typeset equation(s), found {r.get('mjx_containers', 0)}")
@@ -231,68 +277,110 @@ def evaluate(r: dict, min_math: int, min_figures: int):
         fails.append(f"expected at least {min_figures} figure(s) in cell outputs, found {len(figures)}")
     if broken:
         fails.append(f"{len(broken)} image(s) did not load: {[b['src'] for b in broken[:3]]}")
-    if r.get("widgets_drawn", 0) < r.get("widget_views", 0):
-        fails.append(f"only {r.get('widgets_drawn')} of {r.get('widget_views')} saved widgets were drawn")
-    if r.get("external"):
-        fails.append(f"the page loads from other hosts (not offline): {r['external'][:3]}")
+    if r.get("undrawn_icons"):
+        fails.append(f"{len(r['undrawn_icons'])} icon(s) were not drawn: {r['undrawn_icons'][:3]}")
+    if drawn < views:
+        fails.append(f"only {drawn} of {views} saved widgets were drawn")
+    if external:
+        fails.append(f"the page requested {len(external)} file(s) from other hosts (not offline): {external[:3]}")
+    if failed:
+        fails.append(f"{len(failed)} file(s) of the site could not be loaded: {failed[:3]}")
+    if console:
+        fails.append(f"the browser console logged {len(console)} error(s): {[m[:120] for m in console[:3]]}")
     return lines, fails
 
 
-def console_errors(stderr: str):
-    """Console messages and JS errors Chromium logged while loading the page."""
-    msgs = [ln.split("] ", 1)[-1] for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
-    return list(dict.fromkeys(msgs))
+def check_page(browser: Browser, url: str, shot: Path | None = None, anchor: str = "") -> dict:
+    page = browser.open(url)
+    try:
+        report = page.evaluate(REPORT_JS)
+        report.update(external=list(dict.fromkeys(browser.external)), failed=list(dict.fromkeys(browser.failed)),
+                      console=list(dict.fromkeys(browser.console)))
+        if shot is not None:
+            # bring the requested section, else the first figure, into view
+            page.evaluate("""(anchor) => {
+              const a = anchor ? document.getElementById(anchor) : null;
+              const fig = Array.from(document.images).find(im => im.closest(".cell_output") && im.naturalWidth > 0);
+              if (a) a.scrollIntoView({block: "start"}); else if (fig) fig.scrollIntoView({block: "center"}); }""", anchor)
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
+    finally:
+        page.close()
+    return report
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--site", type=Path, default=ROOT / "_build" / "html", help="the built site (default _build/html)")
     ap.add_argument("--page", default="lessons/01_forward_process_2d.html", help="page to open, relative to the site")
-    ap.add_argument("--screenshot", type=Path, default=None, help="PNG to write (default <site>/../browser_check.png)")
+    ap.add_argument("--all", action="store_true", help="check every page of the site (lesson pages need math and figures)")
+    ap.add_argument("--screenshot", type=Path, default=None,
+                    help="PNG to write for --page (default <site>/../browser_check.png; none with --all)")
     ap.add_argument("--anchor", default="", help="id of the section to show in the screenshot (default: first figure)")
-    ap.add_argument("--min-math", type=int, default=1, help="fewest typeset equations the page must show")
-    ap.add_argument("--min-figures", type=int, default=1, help="fewest figures the page must show")
+    ap.add_argument("--min-math", type=int, default=None,
+                    help="fewest typeset equations a page must show (default 1; with --all 1 on lessons, 0 elsewhere)")
+    ap.add_argument("--min-figures", type=int, default=None,
+                    help="fewest figures a page must show (default 1; with --all 1 on lessons, 0 elsewhere)")
     ap.add_argument("--chromium", default=None, help="browser binary (default: chromium, or $CHROMIUM)")
-    ap.add_argument("--budget-ms", type=int, default=20000, help="virtual time the page gets to settle")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds a page may take to settle (default 300)")
     args = ap.parse_args(argv)
 
     site = args.site.resolve()
-    if not (site / args.page).is_file():
-        print(f"error: {site / args.page} does not exist; build the book first (jupyter-book build .)",
-              file=sys.stderr)
+    pages = site_pages(site) if args.all else [args.page]
+    if not pages or not all((site / p).is_file() for p in pages):
+        missing = site if not pages else site / next(p for p in pages if not (site / p).is_file())
+        print(f"error: {missing} does not exist; build the book first (jupyter-book build .)", file=sys.stderr)
         return 2
     binary = find_chromium(args.chromium)
     if binary is None:
         print("error: no Chromium found (Debian: apt-get install chromium; or set $CHROMIUM)", file=sys.stderr)
         return 2
-    shot = (args.screenshot or site.parent / "browser_check.png").resolve()
+    if not have_playwright():
+        print("error: Playwright's Python package is missing (pip install -e '.[test]')", file=sys.stderr)
+        return 2
+    shot = None if args.all else (args.screenshot or site.parent / "browser_check.png").resolve()
 
-    server = serve(site, args.page, args.anchor)
-    url = f"http://127.0.0.1:{server.server_address[1]}{HARNESS}"
+    server = serve(site)
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    browser = Browser(binary, origin, args.timeout)
+    failed_pages = []
     try:
-        dom, err = chromium(binary, url, ["--dump-dom"], args.budget_ms, timeout_s=180)
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        chromium(binary, url, [f"--screenshot={shot}"], args.budget_ms, timeout_s=180)
+        for rel in pages:
+            target = redirect_target(site / rel)
+            if target is not None:
+                dest = (site / rel).parent / target.split("#")[0]
+                if dest.is_file():
+                    print(f"OK: {rel}: redirects to {target}, which is checked as a page of its own")
+                else:
+                    print(f"FAIL: {rel}: redirects to {target}, which does not exist")
+                    failed_pages.append(rel)
+                continue
+            lesson = rel.startswith("lessons/")
+            min_math = args.min_math if args.min_math is not None else (1 if lesson or not args.all else 0)
+            min_figures = args.min_figures if args.min_figures is not None else (1 if lesson or not args.all else 0)
+            report = check_page(browser, f"{origin}/{rel}", shot, args.anchor)
+            lines, fails = evaluate(report, min_math, min_figures)
+            print(f"browser check: {rel} in {Path(binary).name}, served from {site}")
+            print("\n".join("  " + ln for ln in lines))
+            if shot is not None:
+                print(f"  screenshot      : {shot if shot.is_file() else 'not written'}")
+            for f in fails:
+                print(f"FAIL: {rel}: {f}")
+            if fails:
+                failed_pages.append(rel)
+            else:
+                views = report.get("widget_views", 0)
+                widgets = f"{report.get('widgets_drawn')} of {views} saved widgets drawn" if views else "no widgets to draw"
+                print(f"OK: {rel}: {report.get('mjx_containers', 0)} equations typeset, "
+                      f"{len(report.get('images', []))} images loaded, {widgets}, nothing requested from other hosts, "
+                      f"no console errors")
     finally:
+        browser.close()
         server.shutdown()
-
-    m = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
-    report = json.loads(html.unescape(m.group(1))) if m else {"status": "no result in the dumped DOM"}
-    print(f"browser check: {args.page} in {Path(binary).name}, served from {site}")
-    if report.get("status") != "done":
-        print(f"FAIL: the harness did not finish: {report}")
-        return 1
-    lines, fails = evaluate(report, args.min_math, args.min_figures)
-    print("\n".join("  " + ln for ln in lines))
-    for msg in console_errors(err)[:10]:
-        print(f"  console         : {msg[:200]}")
-    print(f"  screenshot      : {shot if shot.is_file() else 'not written'}")
-    if fails:
-        for f in fails:
-            print(f"FAIL: {f}")
-        return 1
-    print("OK: equations typeset, figures loaded, widgets drawn, nothing loaded from the network")
-    return 0
+    if len(pages) > 1:
+        print(f"\nbrowser check of {site}: {len(pages)} pages, {len(pages) - len(failed_pages)} passed, "
+              f"{len(failed_pages)} failed" + (f" ({', '.join(failed_pages)})" if failed_pages else ""))
+    return 1 if failed_pages else 0
 
 
 if __name__ == "__main__":

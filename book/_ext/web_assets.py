@@ -10,13 +10,27 @@ built site typesets equations and draws widgets with no network. This extension
 2. keeps the vendored files out of ``html_js_files``/``html_css_files`` (Jupyter
    Book adds a script tag for every ``.js`` under a static path when a top-level
    ``_static/`` folder exists; MathJax's own components must not be loaded that way);
-3. prepares the environment of the kernels that execute the lessons: the repository
+3. repairs two things in every page that would otherwise break it offline or in the
+   console (``html-page-context``):
+
+   * Sphinx 7.4 writes an inline script that an extension adds after the builder started
+     twice (``app.add_js_file(None, body=...)`` is stored once with ``None`` and again with
+     ``''`` as its file name, and the two do not compare equal). sphinx-thebe's
+     ``const THEBE_JS_URL = ...`` is such a script, so every page logged ``Uncaught
+     SyntaxError: Identifier 'THEBE_JS_URL' has already been declared``. We keep the first
+     of each identical script.
+   * matplotlib's ``Animation.to_jshtml`` (``diffedu.plot.animate``) writes a
+     ``<link>`` to Font Awesome 4 on a CDN for its play buttons. The theme already serves
+     Font Awesome 6 (``_static/scripts/fontawesome.js``), which draws the same ``fa fa-*``
+     icons, so the link is removed from the page;
+4. prepares the environment of the kernels that execute the lessons: the repository
    root goes on ``PYTHONPATH`` (so ``import diffedu`` works without installing it),
    and ``DIFFEDU_WIDGETS`` defaults to ``static`` (a widget explorer becomes a fixed
    grid of small multiples, the same on every build).
 """
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from sphinx.util import logging
@@ -84,7 +98,35 @@ def on_config_inited(app, config):
     os.environ.setdefault("DIFFEDU_WIDGETS", "static")
 
 
+# <link rel="stylesheet" href="https://.../font-awesome/4.4.0/css/font-awesome.min.css"> as matplotlib writes it
+FONT_AWESOME_LINK = re.compile(
+    r"""<link\b[^>]*\bhref=["']https?://[^"']*font-?awesome[^"']*\.css["'][^>]*>\s*""", re.I)
+
+
+def _script_key(js):
+    """What makes two script entries the same script (None and '' both mean "inline")."""
+    filename = getattr(js, "filename", js)
+    attributes = getattr(js, "attributes", {})
+    return (filename or "", tuple(sorted((k, str(v)) for k, v in attributes.items())))
+
+
+def on_html_page_context(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if scripts:
+        seen, unique = set(), []
+        for js in scripts:
+            key = _script_key(js)
+            if key not in seen:
+                seen.add(key)
+                unique.append(js)
+        context["script_files"] = unique
+    if "body" in context:
+        context["body"] = FONT_AWESOME_LINK.sub("", context["body"])
+
+
 def setup(app):
     # priority 900: after the mathjax and myst-nb defaults are in place
     app.connect("config-inited", on_config_inited, priority=900)
+    # priority 900: after the theme and the other extensions have added their scripts
+    app.connect("html-page-context", on_html_page_context, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
