@@ -58,4 +58,3 @@ def expect(name: str, value, lo: float | None = None, hi: float | None = None):
     return v
 
 
-check = check_answer  # the former name of check_answer

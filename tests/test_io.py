@@ -196,14 +196,14 @@ def test_shakespeare_wrong_checksum(tmp_assets):
 
 
 def test_check_and_expect(capsys):
-    assert dd.check.check("x", torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]))
-    assert not dd.check.check("x", None, torch.tensor([1.0]))
+    assert dd.check_answer("x", torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]))
+    assert not dd.check_answer("x", None, torch.tensor([1.0]))
     assert "not attempted" in capsys.readouterr().out
-    assert not dd.check.check("x", torch.ones(3), torch.ones(2))
+    assert not dd.check_answer("x", torch.ones(3), torch.ones(2))
     assert "wrong shape" in capsys.readouterr().out
-    assert not dd.check.check("x", torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]))
+    assert not dd.check_answer("x", torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]))
     assert "at index (1,)" in capsys.readouterr().out
-    assert not dd.check.check("x", torch.tensor([float("nan")]), torch.tensor([1.0]))
+    assert not dd.check_answer("x", torch.tensor([float("nan")]), torch.tensor([1.0]))
     assert dd.expect("v", 0.5, 0, 1) == 0.5
     with pytest.raises(AssertionError, match="outside the expected band"):
         dd.expect("v", 2.0, 0, 1)
