@@ -231,3 +231,19 @@ def test_image_grid_and_animation():
         dd.plot.image_grid(torch.rand(28, 28))
     html = dd.plot.animate(range(3), lambda ax, i: ax.plot([0, i]))
     assert "<script" in html.data
+
+
+def test_results_are_used_only_for_the_weights_they_measured(tmp_path, monkeypatch, capsys):
+    (tmp_path / "assets" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    monkeypatch.setenv("DIFFEDU_ASSETS", str(tmp_path / "assets"))
+    dd.save_checkpoint(tmp_path / "assets" / "checkpoints" / "m", torch.nn.Linear(2, 1).state_dict(),
+                       {"name": "m", "config": {}})
+    sha = json.loads((tmp_path / "assets" / "checkpoints" / "m.json").read_text())["weights_sha256"]
+    results = tmp_path / "benchmarks" / "results" / "r.json"
+    assert dd.load_results("r", {"meta.sha": "m"}) is None and "r.json is missing" in capsys.readouterr().out
+    results.write_text(json.dumps({"meta": {"sha": sha}, "fd": 1.5}))
+    assert dd.load_results("r", {"meta.sha": "m"})["fd"] == 1.5
+    results.write_text(json.dumps({"meta": {"sha": "0" * 64}, "fd": 1.5}))
+    assert dd.load_results("r", {"meta.sha": "m"}) is None
+    assert "r.json is stale" in capsys.readouterr().out
