@@ -132,3 +132,66 @@ def test_stamp_must_match_the_pins(tmp_path, monkeypatch):
     stamp["mathjax"]["spec"] = "mathjax@3.2.1"
     (tmp_path / "versions.json").write_text(json.dumps(stamp))
     assert not fwa.is_current()
+
+
+def test_both_local_extensions_are_registered():
+    ext = CONFIG["sphinx"]["local_extensions"]
+    assert ext == {"web_assets": "book/_ext", "build_progress": "book/_ext"}
+    assert CONFIG["sphinx"]["config"]["html_context"]["default_mode"] in ("light", "dark", "auto")
+
+
+def test_page_repair_keeps_one_copy_of_each_inline_script_and_drops_font_awesome_cdn():
+    pytest.importorskip("sphinx", reason="the book extra is not installed (pip install -e '.[book]')")
+    from sphinx.builders.html._assets import _JavaScript
+
+    ext = _load(ROOT / "book" / "_ext" / "web_assets.py", "web_assets")
+    thebe = "const THEBE_JS_URL = 'x'"
+    # Sphinx 7.4 stores a script added after the builder started with file name None, then adds
+    # it again from its registry with file name ''
+    scripts = [_JavaScript("_static/a.js"), _JavaScript(None, body=thebe), _JavaScript("", body=thebe),
+               _JavaScript("_static/a.js"), _JavaScript(None, body="let other = 1")]
+    body = ('<p>before</p><link rel="stylesheet"\nhref="https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/'
+            'css/font-awesome.min.css">\n<button><i class="fa fa-play"></i></button>')
+    context = {"script_files": scripts, "body": body}
+    ext.on_html_page_context(None, "page", "page.html", context, None)
+    assert [(js.filename, js.attributes.get("body")) for js in context["script_files"]] == [
+        ("_static/a.js", None), (None, thebe), (None, "let other = 1")]
+    assert "font-awesome" not in context["body"]
+    assert context["body"] == '<p>before</p><button><i class="fa fa-play"></i></button>'
+
+
+def test_build_progress_prints_one_line_per_lesson(capsys):
+    pytest.importorskip("sphinx", reason="the book extra is not installed (pip install -e '.[book]')")
+    ext = _load(ROOT / "book" / "_ext" / "build_progress.py", "build_progress")
+
+    class Env:
+        docname = None
+
+        def doc2path(self, docname):
+            return ROOT / (docname + (".ipynb" if docname.startswith("lessons/") else ".md"))
+
+    class App:
+        env = Env()
+
+    app = App()
+    docs = ["book/intro", "lessons/01_a", "lessons/02_b"]
+    ext.on_env_before_read_docs(app, app.env, docs)
+    for doc in docs:
+        ext.on_source_read(app, doc, [""])
+        app.env.docname = doc
+        ext.on_doctree_read(app, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "lessons: executing 2 notebooks, one line each as it finishes"
+    assert lines[1].startswith("lesson  1/2  lessons/01_a ... ") and lines[1].endswith(" s")
+    assert lines[2].startswith("lesson  2/2  lessons/02_b ... ")
+    assert lines[3].startswith("lessons: 2 executed in ")
+
+
+def test_slide_assets_are_pinned_and_kept_apart_from_the_site():
+    (spec, integrity, files, _), = fwa.SLIDE_PACKAGES.values()
+    assert spec == "reveal.js@5.2.1" and integrity.startswith("sha512-")
+    assert fwa.SLIDES_VENDOR != fwa.VENDOR and fwa.SLIDES_VENDOR.parent == ROOT / "book"
+    assert "book/static_slides" in CONFIG["exclude_patterns"]
+    copied = [dst for _, dst in files]
+    assert "dist/theme/white.css" in copied and not any("simple" in d for d in copied), \
+        "the simple theme loads Google Fonts"

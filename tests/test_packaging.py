@@ -53,3 +53,20 @@ def test_environment_yml_lists_every_dependency_with_the_tested_pin():
             assert spec == f"=={pins[name]}", f"environment.yml pins {name}{spec}, constraints.txt =={pins[name]}"
         else:
             assert Requirement(name + spec).specifier == req.specifier or spec, f"{name} has no version bound"
+
+
+def test_ci_installs_chromium_only_when_missing_and_never_a_browser_of_playwrights():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "[ -x /usr/bin/chromium ] || missing+=(chromium)" in ci
+    assert ci.count("apt-get update") == 1 and "make test" in ci
+    assert "playwright install" not in ci
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("playwright") for r in meta["test"])
+    assert any(r.startswith("jupyterlab-rise") for r in meta["course"])
+
+
+def test_pages_workflow_builds_with_make_course_and_deploys_the_html():
+    wf = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    for step in ("actions/checkout@", "actions/setup-python@", 'python-version: "3.11"', "make course",
+                 "actions/upload-pages-artifact@", "path: _build/html", "actions/deploy-pages@"):
+        assert step in wf, f"the Pages workflow lacks {step!r}"
