@@ -29,12 +29,12 @@ def int_in(name: str, value, lo: int, hi: int) -> int:
     return value
 
 
-def positive_float(name: str, value) -> float:
-    """A finite number > 0 (a step size, a noise level, a bandwidth, a learning rate)."""
+def positive_float(name: str, value, why: str = "") -> float:
+    """A finite number > 0 (a step size, a noise level, a bandwidth, a learning rate); ``why`` is added."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}.")
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}{why}.")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}{why}.")
     return float(value)
 
 
@@ -61,20 +61,34 @@ def one_of(name: str, value, options: tuple):
     return value
 
 
-def finite_tensor(name: str, x: torch.Tensor) -> torch.Tensor:
-    """A tensor without NaN or infinite entries (a diverged sampler produces those)."""
+def finite_tensor(name: str, x: torch.Tensor, why: str = " (did a sampler diverge?)") -> torch.Tensor:
+    """A tensor without NaN or infinite entries (a diverged sampler produces those); ``why`` is added."""
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values (did a sampler diverge?).")
+        raise ValueError(f"{name} contains NaN or infinite values{why}.")
     return x
 
 
-def image_batch(name: str, x, shape=(1, 28, 28), min_batch: int = 1, value_range=(-1.0, 1.0)):
+def network_dtype(name: str, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor in the network's dtype: the networks never convert their input silently."""
+    if x.dtype != dtype:
+        fix = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
+        if not x.dtype.is_floating_point:
+            fix += " (uint8 pixels 0..255 map to [-1, 1] with x.float() / 127.5 - 1)"
+        raise TypeError(f"{name} must be {str(dtype).removeprefix('torch.')} (the network's dtype), "
+                        f"got {x.dtype}; use {fix}.")
+    return x
+
+
+def image_batch(name: str, x, shape=(1, 28, 28), min_batch: int = 1, value_range=(-1.0, 1.0), dtype=None):
     """A float batch of images (N, *shape) with N >= min_batch and values in value_range.
 
     The defaults are the course's MNIST convention: (N, 1, 28, 28) with pixels in [-1, 1], as
     ``diffedu.data.mnist`` gives them. value_range=None skips the range (a noisy x_t has none).
+    dtype: the network's dtype, which x must have exactly (see ``network_dtype``).
     """
     dims = ", ".join(map(str, shape))
+    if torch.is_tensor(x) and dtype is not None:
+        network_dtype(name, x, dtype)
     if not torch.is_tensor(x) or not x.dtype.is_floating_point:
         got = x.dtype if torch.is_tensor(x) else type(x).__name__
         raise TypeError(f"{name} must be a float tensor of shape (N, {dims}), got {got}.")
@@ -85,7 +99,10 @@ def image_batch(name: str, x, shape=(1, 28, 28), min_batch: int = 1, value_range
     if value_range is not None:
         lo, hi = float(x.min()), float(x.max())
         a, b = value_range
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < a - 1e-3 or hi > b + 1e-3:
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or infinite values; images must be finite numbers "
+                             f"in [{a:g}, {b:g}].")
+        if lo < a - 1e-3 or hi > b + 1e-3:
             raise ValueError(f"{name} must have values in [{a:g}, {b:g}] (as diffedu.data.mnist gives them), "
                              f"got values in [{lo:.3g}, {hi:.3g}]; map [0, 1] images with x * 2 - 1.")
     return x

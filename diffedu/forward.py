@@ -24,18 +24,31 @@ the step's alpha_t, beta_t replaced by those of the jump,
            \beta_{t' \to t} = 1 - \alpha_{t' \to t}.                                    (8)
 
 All functions take ``t`` as an int or a LongTensor of shape (B,) with values in the
-schedule's range (see :mod:`diffedu.schedules`).
+schedule's range (see :mod:`diffedu.schedules`). ``q_sample`` takes clean data x0 in any
+floating dtype (float32 images, float64 2D points) and returns x_t in that dtype; it refuses
+integer x0 (use ``x0.float()``) and x0 with NaN or infinite entries. A network then checks that
+x_t has its own dtype (the U-Net and the classifiers of :mod:`diffedu.images` do).
 """
 import torch
 
+from . import _validate
 from .schedules import NoiseSchedule
 
 
 def noise_like(x, generator=None):
     """Fresh N(0, I) noise shaped like x, drawn from `generator` (on its device) when given."""
+    _validate.generator("generator", generator)
     if generator is None:
         return torch.randn_like(x)
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+
+
+def check_x0(x0, name: str = "x0") -> torch.Tensor:
+    """Clean data: a floating-point tensor of finite numbers."""
+    if not torch.is_tensor(x0) or not x0.dtype.is_floating_point:
+        got = x0.dtype if torch.is_tensor(x0) else type(x0).__name__
+        raise TypeError(f"{name} must be a floating-point tensor, got {got}; use {name}.float().")
+    return _validate.finite_tensor(name, x0, " (clean data must be finite: check how it was made)")
 
 
 def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule, eps=None, generator=None):
@@ -43,6 +56,8 @@ def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule, eps=None, generator=N
 
     Returns ``(x_t, eps)`` so that a training loop can regress eps.
     """
+    _validate.generator("generator", generator)
+    check_x0(x0)
     eps = noise_like(x0, generator) if eps is None else eps
     if eps.shape != x0.shape:
         raise ValueError(f"eps has shape {tuple(eps.shape)} but x0 has shape {tuple(x0.shape)}")
@@ -52,6 +67,7 @@ def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule, eps=None, generator=N
 
 def q_step(x_prev: torch.Tensor, t, schedule: NoiseSchedule, generator=None) -> torch.Tensor:
     """One step of the chain: ``x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) z`` (t >= 1)."""
+    _validate.generator("generator", generator)
     beta = schedule.at(schedule.betas, t, x_prev)
     return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise_like(x_prev, generator)
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from . import _validate, metrics
 from .forward import q_posterior
-from .samplers import ddim_sample, ddim_timesteps, ddpm_step, start_noise, timestep_batch
+from .samplers import check_clip, ddim_sample, ddim_timesteps, ddpm_step, start_noise, timestep_batch
 from .schedules import NoiseSchedule
 
 
@@ -121,6 +121,8 @@ def guided_ddpm_step(x_t, t: int, eps, schedule: NoiseSchedule, *, grad, scale: 
     (:func:`diffedu.samplers.ddpm_step`, t' = t_prev, default t - 1). Returns ``(x_prev, x0_hat)``.
     """
     scale = check_scale(scale)
+    _validate.generator("generator", generator)
+    clip_x0 = check_clip(clip_x0)
     x_prev, x0_hat = ddpm_step(x_t, t, eps, schedule, t_prev, generator=generator, clip_x0=clip_x0)
     if scale == 0:
         return x_prev, x0_hat
@@ -137,6 +139,8 @@ def guided_ddpm_sample(eps_model, classifier, y, scale: float, schedule: NoiseSc
     """
     scale = check_scale(scale)
     ts = ddim_timesteps(schedule.T, steps or schedule.T)
+    _validate.generator("generator", generator)
+    clip_x0 = check_clip(clip_x0)
     x = start_noise(shape, generator, device)
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [0])), desc=f"guided DDPM s={scale:g}",
                           disable=not progress, leave=False):
@@ -240,6 +244,9 @@ def sample_per_class(make_eps_model, schedule: NoiseSchedule, n_per_class: int, 
     Returns (images on the CPU, labels). The same generator gives the same starting noise
     for every guidance scale, so a sweep compares scales on identical x_T.
     """
+    _validate.positive_int("n_per_class", n_per_class)
+    _validate.positive_int("batch_size", batch_size)
+    _validate.generator("generator", generator)
     labels = torch.as_tensor(list(classes)).repeat_interleave(n_per_class)
     out = []
     for i in tqdm(range(0, len(labels), batch_size), desc="sampling", disable=not progress, leave=False):

@@ -22,7 +22,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ._validate import positive_float, positive_int
+from ._validate import generator as check_generator, positive_float, positive_int
 from .forward import noise_like
 
 
@@ -104,6 +104,7 @@ def langevin(score_fn, x, step, n_steps, generator=None, progress=True, trajecto
     """
     x = _check_x(x)
     step = positive_float("step", step)
+    check_generator("generator", generator)
     n_steps = positive_int("n_steps", n_steps)
     save_every = positive_int("save_every", save_every)
     traj = [x.clone()]
@@ -126,6 +127,7 @@ def annealed_langevin(score_fn, x, sigmas, step_lr, n_steps_each, generator=None
     sigmas = check_sigmas(sigmas)
     step_lr = positive_float("step_lr", step_lr)
     n_steps_each = positive_int("n_steps_each", n_steps_each)
+    check_generator("generator", generator)
     save_every = positive_int("save_every", save_every)
     traj, i = [x.clone()], 0
     sigma_L = sigmas[-1].item()

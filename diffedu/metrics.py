@@ -117,6 +117,7 @@ def sliced_wasserstein(x, y, n_proj=256, generator=None):
     x = _as_points("x", x)
     y = _as_points("y", y, d=x.shape[1]).to(x.dtype)
     _validate.positive_int("n_proj", n_proj)
+    _validate.generator("generator", generator)
     theta = torch.randn(x.shape[1], n_proj, generator=generator, dtype=torch.float64)
     theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.dtype).to(x.device)
     n = max(x.shape[0], y.shape[0])
@@ -167,6 +168,7 @@ def mnist_features(x, classifier, batch_size=500):
     The course's classifier is the clean MNIST judge, ``diffedu.images.classifier.load("mnist_classifier")``.
     """
     _validate.image_batch("images", x, min_batch=2)
+    _validate.positive_int("batch_size", batch_size)
     dev = next(classifier.parameters()).device
     return torch.cat([classifier.features(x[i:i + batch_size].float().to(dev)).cpu()
                       for i in range(0, len(x), batch_size)])

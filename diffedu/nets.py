@@ -19,6 +19,9 @@ What the output means is fixed by `predict`:
 Training losses (the lesson writes the loop itself; these helpers are for reuse):
     denoising score matching    E || net(x0 + sigma eps, sigma) - eps ||^2            (2)
     DDPM L_simple               E || net(sqrt(ab_t) x0 + sqrt(1-ab_t) eps, t) - eps ||^2 (3)
+
+The 2D nets compute in float32 and return their output in the input's dtype, so float64 points
+are fine; the losses refuse x0 with NaN or infinite entries, and a seed in place of a generator.
 """
 import math
 
@@ -27,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import _validate
-from .forward import eps_from_x0, q_sample
+from .forward import check_x0, eps_from_x0, q_sample
 
 PREDICTIONS = ("eps", "x0")
 CONDITIONS = ("t", "sigma")
@@ -123,6 +126,8 @@ def score_fn(net):
 
 def dsm_loss(net, x0, sigmas, generator=None):
     """Denoising score matching (2) with sigma drawn uniformly from the ladder `sigmas`."""
+    _validate.generator("generator", generator)
+    check_x0(x0)
     sigmas = torch.as_tensor(sigmas, dtype=x0.dtype)
     i = torch.randint(len(sigmas), (x0.shape[0],), generator=generator)
     sigma = sigmas[i].to(x0.device)
@@ -133,6 +138,8 @@ def dsm_loss(net, x0, sigmas, generator=None):
 
 def ddpm_loss(net, x0, schedule, generator=None):
     """DDPM loss (3) with t ~ U{1..T}; for an x0-net the target is x0 instead of eps."""
+    _validate.generator("generator", generator)
+    check_x0(x0)
     t = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
     x_t, eps = q_sample(x0, t, schedule, generator=generator)
     target = eps if net.predict == "eps" else x0
@@ -143,6 +150,7 @@ def _train(net, loss_fn, sample_fn, steps, batch_size, lr, generator, progress, 
     _validate.positive_int("steps", steps)
     _validate.positive_int("batch_size", batch_size)
     _validate.positive_float("lr", lr)
+    _validate.generator("generator", generator)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     losses = []

@@ -48,6 +48,9 @@ The same samplers in diffusers (their steps count from 0, see :mod:`diffedu.sche
 The default DDIM grid of diffusers, ``"leading"`` (0, T/S, ..., T - T/S, plus ``steps_offset``),
 is a different set of steps. tests/test_conventions.py pins diffedu's numbers, computed by hand,
 and names the diffusers settings that reproduce them.
+
+Arguments are checked where they enter, before the first network call: ``clip_x0`` is None or a
+positive finite number, ``eta`` a finite number >= 0, ``generator`` None or a torch.Generator.
 """
 import torch
 from tqdm.auto import tqdm
@@ -65,6 +68,7 @@ def timestep_batch(t: int, x: torch.Tensor) -> torch.Tensor:
 
 def start_noise(shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
     """x_T ~ N(0, I) of the given shape (N, ...), drawn on the generator's device, then moved to device."""
+    _validate.generator("generator", generator)
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2:
         raise ValueError(f"shape must be a tuple (N, D, ...), got {shape!r}.")
     if generator is None:
@@ -72,8 +76,22 @@ def start_noise(shape, generator=None, device=None, dtype=torch.float32) -> torc
     return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device or "cpu")
 
 
+def check_clip(clip_x0):
+    """clip_x0 must be None (no clipping) or a positive finite number (0 would clip every x0_hat to 0)."""
+    if clip_x0 is None:
+        return None
+    return _validate.positive_float("clip_x0", clip_x0, " (x0_hat is clipped to [-clip_x0, clip_x0]: 1.0 for "
+                                                        "images in [-1, 1]); use None for no clipping")
+
+
+def check_eta(eta) -> float:
+    """DDIM's eta must be a finite number >= 0 (0: deterministic; 1: DDPM-like noise)."""
+    return _validate.nonnegative_float("eta", eta, " (0 = deterministic DDIM, 1 = DDPM-like noise)")
+
+
 def clip(x0_hat: torch.Tensor, clip_x0: float | None) -> torch.Tensor:
     """x0_hat clipped to [-clip_x0, clip_x0] (the data range; None leaves it alone)."""
+    clip_x0 = check_clip(clip_x0)
     return x0_hat if clip_x0 is None else x0_hat.clamp(-clip_x0, clip_x0)
 
 
@@ -84,6 +102,8 @@ def ddpm_step(x_t, t: int, eps, schedule: NoiseSchedule, t_prev: int | None = No
 
     A t_prev below t - 1 takes the posterior of a jump (a respaced chain, eq. 8 of diffedu.forward).
     """
+    _validate.generator("generator", generator)
+    clip_x0 = check_clip(clip_x0)
     # 1. get previous step value
     t_prev = t - 1 if t_prev is None else t_prev
     # 2. the predicted x0 from the predicted noise, clipped to the data range if asked
@@ -105,6 +125,7 @@ def ddpm_sample(eps_model, schedule: NoiseSchedule, shape, generator=None, devic
 
     ``trajectory=True`` also returns the list of ``(t, x_t, x0_hat)`` visited.
     """
+    clip_x0 = check_clip(clip_x0)
     x = start_noise(shape, generator, device)
     traj = []
     for t in tqdm(range(schedule.T, 0, -1), desc="DDPM", disable=not progress, leave=False):
@@ -133,7 +154,9 @@ def ddim_step(x_t, t: int, eps, schedule: NoiseSchedule, *, t_prev: int, eta=0.0
 
     eta = 0: deterministic; eta = 1 with t' = t - 1: the DDPM step of eq. (1).
     """
-    eta = _validate.nonnegative_float("eta", eta)
+    eta = check_eta(eta)
+    _validate.generator("generator", generator)
+    clip_x0 = check_clip(clip_x0)
     # 1. get previous step value: t' = t_prev, the next step of the grid
     # 2. compute alphas: alpha_bar_t and alpha_bar_t'
     ab, ab_prev = schedule.alpha_bar[t].item(), schedule.alpha_bar[t_prev].item()
@@ -159,6 +182,7 @@ def ddim_sample(eps_model, schedule: NoiseSchedule, shape, steps=50, eta=0.0, ge
                 device=None, clip_x0=None, trajectory=False, progress=True):
     """DDIM with ``steps`` network calls (eta = 0: deterministic; eta = 1: DDPM-like noise)."""
     ts = ddim_timesteps(schedule.T, steps)
+    eta, clip_x0 = check_eta(eta), check_clip(clip_x0)
     x = start_noise(shape, generator, device)
     traj = []
     for t, t_prev in tqdm(list(zip(ts, ts[1:] + [0])), desc=f"DDIM-{steps}", disable=not progress, leave=False):

@@ -107,6 +107,7 @@ def _denoise(eps_model, x, schedule):
 def reverse_sde_sample(eps_model, schedule, shape, steps=100, generator=None, device=None,
                        dtype=torch.float32, trajectory=False, progress=True):
     """Euler-Maruyama (4) for the reverse SDE (2) from x_T ~ N(0, I); `steps` model calls + 1."""
+    _validate.generator("generator", generator)
     grid = time_grid(schedule.T, steps)
     x = start_noise(shape, generator, device, dtype)
     log_ab = torch.log(schedule.alpha_bar)
@@ -133,6 +134,7 @@ def probability_flow_sample(eps_model, schedule, shape, steps=100, method="heun"
     """
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun', got {method!r}.")
+    _validate.generator("generator", generator)
     grid = time_grid(schedule.T, steps)
     x = start_noise(shape, generator, device, dtype) if x_T is None else x_T.clone()
     log_ab = torch.log(schedule.alpha_bar)

@@ -36,6 +36,8 @@ class GaussianMixture:
         K, D = mu.shape
         if cov.shape != (K, D, D):
             raise ValueError(f"covs must have shape (K, D, D) = {(K, D, D)}, got {tuple(cov.shape)}")
+        for name, v in (("weights", w), ("means", mu), ("covs", cov)):
+            _validate.finite_tensor(name, v, " (a Gaussian mixture needs finite weights, means and covariances)")
         if (w <= 0).any() or abs(w.sum().item() - 1) > 1e-6:
             raise ValueError(f"weights must be positive and sum to 1, got {w.tolist()}")
         if not torch.allclose(cov, cov.transpose(1, 2)):
@@ -59,6 +61,7 @@ class GaussianMixture:
     def sample(self, n: int, generator=None, return_labels=False):
         """Exact samples: pick a component k ~ w, then x = mu_k + L_k z."""
         _validate.positive_int("n", n)
+        _validate.generator("generator", generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.D, generator=generator, dtype=torch.float64)
         x = self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)

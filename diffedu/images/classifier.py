@@ -17,6 +17,9 @@ r"""Two MNIST classifiers: the clean judge p(y | x) and the noise-aware guide p(
    step enters like it does in the U-Net: sinusoidal features (diffedu.nets.sinusoidal_embedding)
    -> MLP -> a per-channel shift in every block.
 
+Both take float32 images, the dtype of their weights; float64 or integer images are refused
+with the fix (``x.float()``), never converted silently.
+
 The judge and the guide are different networks on purpose: a sampler guided by a
 classifier can learn to fool that very classifier, so we never let it grade its own work.
 
@@ -28,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffedu._validate import image_batch, one_of
+from diffedu._validate import generator as check_generator, image_batch, one_of, positive_int
 from diffedu.checkpoints import load_checkpoint, load_into
 from diffedu.forward import q_sample
 from diffedu.nets import sinusoidal_embedding
@@ -62,7 +65,7 @@ class MnistClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations phi(x), shape (B, feature_dim): the Fréchet-distance space."""
-        image_batch("x", x, self.input_shape, value_range=None)
+        image_batch("x", x, self.input_shape, value_range=None, dtype=self.fc.weight.dtype)
         return F.relu(self.fc(self.conv(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +111,7 @@ class NoisyMnistClassifier(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits (B, 10) of p(y | x_t, t)."""
-        image_batch("x_t", x_t, self.input_shape, value_range=None)
+        image_batch("x_t", x_t, self.input_shape, value_range=None, dtype=self.conv_in.weight.dtype)
         t = torch.as_tensor(t, device=x_t.device)
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"t must hold integer time steps 0..{self.T}, got dtype {t.dtype}.")
@@ -149,6 +152,7 @@ def load(name: str = "mnist_classifier", device=None) -> nn.Module:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, t=None, batch_size: int = 500) -> torch.Tensor:
     """Predicted labels argmax_y p(y | x) (or p(y | x_t, t) when ``t`` is given), in batches."""
+    positive_int("batch_size", batch_size)
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(x), batch_size):
@@ -161,6 +165,7 @@ def predict(model: nn.Module, x: torch.Tensor, t=None, batch_size: int = 500) ->
 @torch.no_grad()
 def accuracy_vs_t(model, x0, y, schedule, ts, generator=None) -> dict:
     """{t: accuracy of argmax p(y | x_t, t) on x_t = q_sample(x0, t)} for each t in ``ts``."""
+    check_generator("generator", generator)
     acc = {}
     for t in ts:
         x_t, _ = q_sample(x0, int(t), schedule, generator=generator)

@@ -10,13 +10,18 @@ Conditioning is a closure around the network (lesson 06):
 * labels (one digit for all, or one per image) with the guidance weight w of
   :func:`diffedu.guidance.cfg_eps`, eq. (4) there: w = 1 is the plain conditional model
   eps_theta(x_t, t, y) (the default), w > 1 classifier-free guidance, w = 0 unconditional.
+
+``sample`` checks every argument before the first network call: w as in diffedu.guidance (a
+finite number >= 0, also without labels), clip_x0 None or > 0, eta >= 0, batch_size a positive
+int, generator a torch.Generator, and the schedule: the same T as the model and, for a model
+from ``load_unet`` (it has a ``card``), the same kind (linear or cosine) as its training config.
 """
 import torch
 
-from diffedu._validate import one_of, positive_int
+from diffedu._validate import generator as check_generator, one_of, positive_int
 from diffedu.checkpoints import load_checkpoint, load_into
-from diffedu.guidance import cfg_model, check_labels
-from diffedu.samplers import ddim_sample, ddim_timesteps, ddpm_sample
+from diffedu.guidance import cfg_model, check_labels, check_scale
+from diffedu.samplers import check_clip, check_eta, ddim_sample, ddim_timesteps, ddpm_sample
 from diffedu.schedules import NoiseSchedule
 
 from .unet import IMAGE_SHAPE, UNet
@@ -40,11 +45,24 @@ def load_unet(name: str = "mnist_unet", config: dict | None = None, device=None)
 
 def eps_model(model: UNet, labels=None, w: float = 1.0):
     """The network as eps_model(x_t, t) for the samplers: unconditional (labels=None) or guided by eq. (4)."""
+    w = check_scale(w, "w")
     if labels is None:
         return lambda x_t, t: model(x_t, t, None)
     if not model.num_classes:
         raise ValueError("this UNet was trained without classes; call eps_model(model) without labels.")
     return cfg_model(model, labels, w)
+
+
+def check_schedule_kind(model, schedule: NoiseSchedule) -> None:
+    """A model from load_unet knows its card: its schedule kind must be the one it was trained with."""
+    card = getattr(model, "card", None)
+    if card is None:  # a network built by hand: nothing to compare with
+        return
+    trained = card["config"].get("schedule", "linear")  # load_unet's default, too
+    if schedule.name != trained:
+        raise ValueError(f"the model was trained with the {trained!r} schedule (its card says so) but got the "
+                         f"{schedule.name!r} schedule; use the schedule load_unet returns, "
+                         f"NoiseSchedule.from_name({trained!r}, {model.T}).")
 
 
 @torch.no_grad()
@@ -58,10 +76,14 @@ def sample(model: UNet, schedule: NoiseSchedule, n: int, sampler: str = "ddim", 
     """
     one_of("sampler", sampler, ("ddpm", "ddim"))
     positive_int("n", n)
+    positive_int("batch_size", batch_size)
+    w, eta, clip_x0 = check_scale(w, "w"), check_eta(eta), check_clip(clip_x0)
+    check_generator("generator", generator)
     if sampler == "ddim":
         ddim_timesteps(schedule.T, steps)  # raises if steps does not divide T
     if model.T != schedule.T:
         raise ValueError(f"the model was trained with T={model.T} but the schedule has T={schedule.T}.")
+    check_schedule_kind(model, schedule)
     if labels is not None:
         labels = check_labels(labels, model.num_classes or 10, batch=n)
     device = next(model.parameters()).device

@@ -15,6 +15,9 @@ A task owns the model, the data and the loss; the trainer (diffedu.train) owns t
 
 Every batch draws its random numbers from the trainer's generator, so a batch depends on the
 step alone (the trainer's resumability contract).
+
+``ddpm_loss`` takes x0 in [-1, 1], finite, in the network's dtype (float32: convert float64 or
+uint8 images yourself, uint8 pixels with ``x.float() / 127.5 - 1``; nothing is converted here).
 """
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from diffedu import data
-from diffedu._validate import image_batch, probability
+from diffedu._validate import generator as check_generator, image_batch, probability
 from diffedu.forward import q_sample
 from diffedu.schedules import NoiseSchedule
 
@@ -39,7 +42,9 @@ def ddpm_loss(model, x0, y, schedule: NoiseSchedule, p_uncond: float = 0.1, gene
 
     With probability p_uncond a label is replaced by the null class (classifier-free guidance).
     """
-    image_batch("images", x0)
+    weight = next(model.parameters(), None)  # an oracle without weights has no dtype to match
+    image_batch("images", x0, dtype=None if weight is None else weight.dtype)
+    check_generator("generator", generator)
     p_uncond = probability("p_uncond", p_uncond)
     B = x0.shape[0]
     t = torch.randint(1, schedule.T + 1, (B,), generator=generator, device="cpu").to(x0.device)
@@ -136,6 +141,7 @@ class DDPMTask:
 # ----------------------------------------------------------------------------- the classifiers
 def random_shift(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:
     """Translate each image by up to ``max_shift`` pixels (background value -1 fills in)."""
+    check_generator("generator", generator)
     if max_shift == 0:
         return x
     B, _, H, W = x.shape

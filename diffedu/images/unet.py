@@ -21,6 +21,9 @@ shift) a linear function of emb. The null class (index ``num_classes``) means "n
 training replaces the label by it with probability ``p_uncond``, so one network gives
 unconditional, conditional and classifier-free-guided samples.
 
+Input: x_t must be float32, the dtype of the network's weights; float64 or integer images are
+refused with the fix (``x.float()``), never converted silently.
+
 References: Ronneberger et al. (2015), U-Net; Ho et al. (2020), DDPM; Dhariwal & Nichol (2021),
 adaptive group norm and attention resolutions.
 """
@@ -187,7 +190,8 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
     def _check_inputs(self, x, t, y):
-        image_batch("x_t", x, IMAGE_SHAPE, value_range=None)  # noisy images have no fixed range
+        # noisy images have no fixed range; x_t must have the network's dtype
+        image_batch("x_t", x, IMAGE_SHAPE, value_range=None, dtype=self.conv_in.weight.dtype)
         if not torch.is_tensor(t) or t.dtype != torch.long or t.shape != (x.shape[0],):
             raise TypeError(f"t must be a LongTensor of shape ({x.shape[0]},) with one timestep per image.")
         if bool(((t < 0) | (t > self.T)).any()):
