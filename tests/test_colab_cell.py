@@ -112,7 +112,7 @@ def test_cell_is_silent_inside_a_checkout(clone, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[-1].startswith("RESULT"), out.stdout
-    _, module, cwd = lines[-1].split("|")
+    cwd = lines[-1].split("|")[2]
     assert len(lines) == 1 and out.stderr == "", f"the cell printed something in a checkout: {out.stdout}{out.stderr}"
     assert Path(cwd) == lessons and sorted(p.name for p in lessons.iterdir()) == before
 
