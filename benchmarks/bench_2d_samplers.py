@@ -81,7 +81,7 @@ def main():
     losses = nets.train_ddpm_2d(net, mix.sample, sched, steps=args.train_steps, batch_size=512, lr=3e-3, generator=g)
     train_s = time.time() - t0
     net.requires_grad_(False)
-    print(f"trained {nets.parameter_count(net)} parameters for {args.train_steps} steps in {train_s:.1f} s "
+    print(f"trained {dd.parameter_count(net)} parameters for {args.train_steps} steps in {train_s:.1f} s "
           f"(final loss {sum(losses[-100:]) / 100:.4f})")
 
     ref = mix.sample(args.n, generator=torch.Generator().manual_seed(10_000 + args.seed))

@@ -43,6 +43,11 @@ def assets_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "assets"
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """The number of trainable numbers in a network (every parameter tensor's numel, summed)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -93,11 +93,6 @@ class ScoreMLP(nn.Module):
         return self.out(nn.functional.silu(h)).to(x.dtype)
 
 
-def parameter_count(model: nn.Module) -> int:
-    """The number of trainable numbers in a network (every parameter tensor's numel, summed)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 # ----------------------------------------------------------------------------- adapters
 
 def eps_model(net, schedule):

@@ -282,14 +282,14 @@ class Trainer:
 
     def ship(self, command: str) -> Path:
         """Evaluate the EMA model and write assets/checkpoints/NAME.{safetensors,json}."""
-        from diffedu.checkpoints import save_checkpoint, assets_dir
+        from diffedu.checkpoints import assets_dir, parameter_count, save_checkpoint
         cfg = self.config
         metrics = self.task.evaluate(self.ema)
         dtype = getattr(torch, cfg["ship_dtype"])
         tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in self.ema.state_dict().items()}
         runs = (self.init["runs"] if self.init else []) + [dict(command=command, **self.this_run())]
         card = dict(name=cfg["name"], architecture=getattr(self.task, "architecture", type(self.model).__name__),
-                    config=cfg, parameter_count=sum(p.numel() for p in self.model.parameters()),
+                    config=cfg, parameter_count=parameter_count(self.model),
                     data=getattr(self.task, "data_info", {}), command=command, steps=self.step,
                     batch_size=cfg["batch_size"], hardware=runs[-1]["hardware"], precision=self.precision,
                     wall_time_s=round(self.wall_time, 1), runs=runs, totals=totals(runs), metrics=metrics,

@@ -27,7 +27,7 @@ def test_forward_shapes_and_scalar_labels(cond, label):
     x = torch.randn(3, 2)
     assert net(x, label).shape == (3, 2)
     assert torch.allclose(net(x, label[1]), net(x, label[1].expand(3)))
-    assert nets.parameter_count(net) == sum(p.numel() for p in net.parameters()) > 0
+    assert dd.parameter_count(net) == sum(p.numel() for p in net.parameters()) > 0
 
 
 def test_x0_head_becomes_an_eps_model():

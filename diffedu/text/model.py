@@ -42,6 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffedu.checkpoints import parameter_count
+
 
 def rope_tables(context: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """e^{i m theta_j} as a complex tensor (context, head_dim // 2), theta_j = base^(-2j / head_dim)."""
@@ -136,7 +138,7 @@ class Transformer(nn.Module):
             nn.init.zeros_(m.bias)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return parameter_count(self)
 
     def _check(self, idx, start=0):
         if not torch.is_tensor(idx) or idx.dtype != torch.long or idx.dim() != 2:
