@@ -77,7 +77,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import _validate
+from . import _validate, nets
 from .nets import ScoreMLP
 from .toy import GaussianMixture
 
@@ -316,19 +316,6 @@ def train_cfm(net, sample_fn, p="ot", steps=2000, batch_size=512, lr=2e-3, gener
 
     Adam with a cosine learning-rate decay, as nets.train_ddpm_2d.
     """
-    _validate.positive_int("steps", steps)
-    _validate.positive_int("batch_size", batch_size)
-    _validate.positive_float("lr", lr)
-    _validate.generator("generator", generator)
     p = _path(p)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
-    losses = []
-    for _ in tqdm(range(steps), desc=f"CFM ({p.name})", disable=not progress, leave=False):
-        loss = cfm_loss(net, sample_fn(batch_size, generator).float(), p, generator)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    return losses
+    return nets.train_loop(net, lambda x1: cfm_loss(net, x1, p, generator), sample_fn, steps, batch_size, lr,
+                           generator, progress, f"CFM ({p.name})")

@@ -141,7 +141,8 @@ def ddpm_loss(net, x0, schedule, generator=None):
     return (net(x_t, t.to(x0.device)) - target).pow(2).sum(1).mean()
 
 
-def _train(net, loss_fn, sample_fn, steps, batch_size, lr, generator, progress, desc):
+def train_loop(net, loss_fn, sample_fn, steps, batch_size, lr, generator, progress, desc):
+    """Adam with a cosine learning rate: each step loss_fn(x0) on fresh data x0 = sample_fn(n, generator)."""
     _validate.positive_int("steps", steps)
     _validate.positive_int("batch_size", batch_size)
     _validate.positive_float("lr", lr)
@@ -165,12 +166,12 @@ def train_dsm(net, sample_fn, sigmas, steps=2000, batch_size=512, lr=2e-3, gener
 
     Returns the list of losses. Adam with a cosine learning-rate decay.
     """
-    return _train(net, lambda x0: dsm_loss(net, x0, sigmas, generator), sample_fn,
+    return train_loop(net, lambda x0: dsm_loss(net, x0, sigmas, generator), sample_fn,
                   steps, batch_size, lr, generator, progress, "DSM")
 
 
 def train_ddpm_2d(net, sample_fn, schedule, steps=2000, batch_size=512, lr=2e-3, generator=None,
                   progress=True):
     """Train a time-step net with loss (3); returns the list of losses."""
-    return _train(net, lambda x0: ddpm_loss(net, x0, schedule, generator), sample_fn,
+    return train_loop(net, lambda x0: ddpm_loss(net, x0, schedule, generator), sample_fn,
                   steps, batch_size, lr, generator, progress, "DDPM")

@@ -14,7 +14,6 @@
 All skip, with the reason, when Chromium or Playwright is not installed
 (Debian: apt-get install chromium; pip install -e ".[test]").
 """
-import importlib.util
 import json
 import shutil
 import struct
@@ -24,6 +23,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
@@ -31,14 +31,7 @@ LESSON_PAGE = "lessons/01_forward_process_2d.html"
 VENDOR = ROOT / "book" / "static" / "offline"
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bc = _load_script("browser_check")
+bc = load_script("browser_check")
 needs_chromium = pytest.mark.skipif(
     bc.find_chromium() is None or not bc.have_playwright(),
     reason="Chromium or Playwright is not installed (Debian: apt-get install chromium; pip install -e '.[test]')")

@@ -12,11 +12,11 @@
   to another host refused: reveal.js starts, MathJax typesets, the console stays clean.
 """
 import html.parser
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -24,16 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sm = _load_script("slide_metadata")
-bs = _load_script("build_slides")
-fwa = _load_script("fetch_web_assets")
+sm = load_script("slide_metadata")
+bs = load_script("build_slides")
+fwa = load_script("fetch_web_assets")
 
 md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
 
@@ -154,7 +147,7 @@ def test_deck_of_a_small_notebook_loads_nothing_from_other_hosts(deck):
     assert (out / "index.html").is_file() and "01_tiny.slides.html" in (out / "index.html").read_text()
 
 
-browser_check = _load_script("browser_check")
+browser_check = load_script("browser_check")
 
 
 @pytest.mark.skipif(browser_check.find_chromium() is None or not browser_check.have_playwright(),
