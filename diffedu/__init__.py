@@ -10,7 +10,7 @@ imported where they are taught (``from diffedu import images``, ``from diffedu.t
     infrastructure   train, runs, checkpoints, data, runtime, check, plot, widgets, _validate
 """
 from . import check, checkpoints, data, forward, plot, runtime, samplers, schedules, toy, widgets
-from .check import check_answer, expect
+from .check import check_answer, check_solution, expect
 from .checkpoints import card_summary, load_checkpoint, load_into, load_results, parameter_count, save_checkpoint
 from .forward import q_posterior, q_sample, q_step, x0_from_eps, eps_from_x0
 from .runtime import banner, get_device, seed_everything
