@@ -3,17 +3,20 @@ wall time and peak memory per notebook.
 
     python scripts/test_notebooks.py                 # all of lessons/*.ipynb
     python scripts/test_notebooks.py lessons/01_*.ipynb
+    python scripts/test_notebooks.py --jobs 1         # one at a time (default: two at a time)
 
 Each notebook runs in its own ``pytest --nbval-lax`` process; the peak resident memory
 of that process tree (the kernel included) comes from the operating system
 (``os.wait4``). Budgets: 180 s and 3 GB per notebook on a 2-core CPU; a notebook over
 budget is flagged in the table.
 """
+import argparse
 import glob
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 BUDGET_S, BUDGET_GB = 180, 3.0
 
@@ -31,26 +34,36 @@ def run(nb: str):
     return code, wall, usage.ru_maxrss / 1024**2, out  # ru_maxrss is in KiB on Linux
 
 
-def main(paths):
-    notebooks = paths or sorted(glob.glob("lessons/*.ipynb"))
+def main(argv):
+    p = argparse.ArgumentParser(description="Run lesson notebooks under nbval with a table of times.")
+    p.add_argument("paths", nargs="*", help="notebooks (default: lessons/*.ipynb)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="notebooks at a time, one kernel (one thread) each (default: 2, or 1 on one core)")
+    args = p.parse_args(argv)
+    notebooks = args.paths or sorted(glob.glob("lessons/*.ipynb"))
     if not notebooks:
         print("no notebooks found in lessons/")
         return 1
-    rows, failed = [], 0
-    for nb in notebooks:
-        code, wall, gb, out = run(nb)
-        ok = code == 0
-        failed += not ok
-        last = out.strip().splitlines()[-1] if out.strip() else ""
-        print(f"{'PASS' if ok else 'FAIL'}  {nb}  {wall:6.1f} s  {gb:4.2f} GB  | {last}", flush=True)
-        if not ok:
-            print(out[-6000:], flush=True)
-        rows.append((nb, ok, wall, gb))
+    results, failed, start = {}, 0, time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run, nb): nb for nb in notebooks}
+        for future in as_completed(futures):
+            nb = futures[future]
+            code, wall, gb, out = future.result()
+            ok = code == 0
+            failed += not ok
+            last = out.strip().splitlines()[-1] if out.strip() else ""
+            print(f"{'PASS' if ok else 'FAIL'}  {nb}  {wall:6.1f} s  {gb:4.2f} GB  | {last}", flush=True)
+            if not ok:
+                print(out[-6000:], flush=True)
+            results[nb] = (nb, ok, wall, gb)
+    rows = [results[nb] for nb in notebooks]
     print(f"\n| notebook | result | wall time (s) | peak memory (GB) |\n|---|---|---:|---:|")
     for nb, ok, wall, gb in rows:
         flag = " (over budget)" if wall > BUDGET_S or gb > BUDGET_GB else ""
         print(f"| {os.path.basename(nb)} | {'pass' if ok else 'FAIL'} | {wall:.1f}{flag} | {gb:.2f} |")
     print(f"| total | | {sum(r[2] for r in rows):.1f} | max {max(r[3] for r in rows):.2f} |\n")
+    print(f"elapsed {time.perf_counter() - start:.1f} s, {max(1, args.jobs)} notebook(s) at a time")
     print(f"notebooks: {len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
