@@ -12,7 +12,7 @@ import torch
 import diffedu as dd
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSONS = sorted(ROOT.glob("lessons/0[1-9]_*.ipynb"))
+LESSONS = sorted(ROOT.glob("lessons/[01][0-9]_*.ipynb"))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
