@@ -75,7 +75,7 @@ def check_answer(name: str, got, want, atol: float = 1e-6, rtol: float = 1e-5, p
                 ok, msg = False, (f"expected {len(want)} parts ({', '.join(names)}), "
                                   f"got {len(got)}.")
             else:
-                ok, msg, errs = True, "", []
+                ok, msg = True, ""
                 for part, g, w in zip(names, got, want):
                     part_ok, part_msg = _verdict(g, w, atol, rtol)
                     if not part_ok:

@@ -133,8 +133,8 @@ class Trainer:
     # -- warm start ----------------------------------------------------------
     def warm_start(self, name_or_path) -> None:
         """Load shipped weights into the model and the EMA (fresh optimizer): --init."""
-        from diffedu.checkpoints import load_checkpoint
-        tensors, card = load_checkpoint(name_or_path)
+        from diffedu.checkpoints import load_checkpoint, load_into
+        _, card = load_checkpoint(name_or_path)
         theirs, mine = card["config"], self.config
         adapt_from = getattr(self.task, "init_tasks", ())  # tasks whose weights this task may adapt
         if theirs.get("task") != mine["task"] and theirs.get("task") not in adapt_from:
@@ -147,13 +147,8 @@ class Trainer:
             raise ValueError(f"--init {name_or_path}: its model differs from this config's in {diff} "
                              f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in diff)}); "
                              f"use a config with the same model, or train from scratch without --init.")
-        own = self.model.state_dict()
-        if set(own) != set(tensors) or any(tensors[k].shape != own[k].shape for k in own):
-            raise ValueError(f"--init {name_or_path}: its tensors do not fit this model (other shapes or names).")
-        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+        load_into(self.model, name_or_path)  # one clear error if the tensors do not fit
         self.ema.load_state_dict(self.model.state_dict())
-        if hasattr(self.task, "on_init"):
-            self.task.on_init(self.model, card)
         self.init = dict(checkpoint=card.get("name", str(name_or_path)), weights_sha256=card["weights_sha256"],
                          runs=lineage(card))
 
