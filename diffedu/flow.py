@@ -150,7 +150,7 @@ def _points(name, x, d=None):
         raise TypeError(f"{name} must be a float tensor of shape (N, D), got {type(x).__name__}.")
     if x.ndim != 2 or (d is not None and x.shape[1] != d):
         raise ValueError(f"{name} must have shape (N, {d if d is not None else 'D'}), got {tuple(x.shape)}.")
-    return x
+    return _validate.finite_tensor(name, x, "")
 
 
 def _coefficients(p, t, x):
@@ -184,7 +184,7 @@ def conditional_velocity(x1, x0, t, p="ot"):
 
 def cfm_loss(velocity, x1, p="ot", generator=None):
     """L_CFM of eq. (3) on a batch of data x1 (N, D), with t ~ U[0, 1) and x_0 ~ N(0, I)."""
-    x1 = _points("x1", x1)
+    x1, generator = _points("x1", x1), _validate.generator("generator", generator)
     t = torch.rand(x1.shape[0], generator=generator, dtype=torch.float64)
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype).to(x1.device)
     x_t, target = interpolate(x1, x0, t, p), conditional_velocity(x1, x0, t, p)
@@ -316,6 +316,6 @@ def train_cfm(net, sample_fn, p="ot", steps=2000, batch_size=512, lr=2e-3, gener
 
     Adam with a cosine learning-rate decay, as nets.train_ddpm_2d.
     """
-    p = _path(p)
+    p, generator = _path(p), _validate.generator("generator", generator)
     return nets.train_loop(net, lambda x1: cfm_loss(net, x1, p, generator), sample_fn, steps, batch_size, lr,
                            generator, progress, f"CFM ({p.name})")

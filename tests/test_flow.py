@@ -230,6 +230,11 @@ def test_cfm_training_learns_a_velocity():
     (lambda: flow.sample(lambda x, t: x[:, :1], torch.zeros(4, 2)), ValueError, "velocity must return"),
     (lambda: flow.sample(lambda x, t: x, torch.zeros(4)), ValueError, r"x_0 must have shape"),
     (lambda: flow.nfe("heun", 0), ValueError, "steps must be a positive int"),
+    (lambda: flow.cfm_loss(lambda x, t: x, torch.zeros(4, 2), generator=0), TypeError, "torch.Generator"),
+    (lambda: flow.cfm_loss(lambda x, t: x, torch.full((4, 2), float("nan"))), ValueError, "x1 contains NaN"),
+    (lambda: flow.sample(lambda x, t: x, torch.full((4, 2), float("inf"))), ValueError, "x_0 contains NaN"),
+    (lambda: flow.train_cfm(flow.VelocityMLP(), lambda n, g: torch.zeros(n, 2), steps=1, generator=1), TypeError,
+     "torch.Generator"),
 ])
 def test_bad_input_gives_one_clear_error(call, err, msg):
     with pytest.raises(err, match=msg):
