@@ -33,7 +33,7 @@ def _kind(x) -> str:
 def _verdict(got, want, atol, rtol):
     """(ok, sentence) for one tensor-like part; never raises."""
     if got is None:
-        return False, "not attempted yet: replace the `return None` with your code."
+        return False, "not attempted yet: replace the `None` with your answer."
     try:
         g = _as_array(got)
     except Exception:
@@ -66,7 +66,7 @@ def check_answer(name: str, got, want, atol: float = 1e-6, rtol: float = 1e-5, p
         if isinstance(want, (tuple, list)):
             names = list(parts) if parts is not None else [f"part {i + 1}" for i in range(len(want))]
             if got is None:
-                msg = "not attempted yet: replace the `return None` with your code."
+                msg = "not attempted yet: replace the `None` with your answer."
                 ok = False
             elif not isinstance(got, (tuple, list)):
                 ok, msg = False, (f"expected {len(want)} parts ({', '.join(names)}) as a tuple, "

@@ -36,8 +36,8 @@ def test_right_answer():
 
 
 def test_none_is_not_attempted():
-    assert said(None, WANT) == (False, "[x] not attempted yet: replace the `return None` with your code.")
-    assert said(None, PAIR)[1].endswith("not attempted yet: replace the `return None` with your code.")
+    assert said(None, WANT) == (False, "[x] not attempted yet: replace the `None` with your answer.")
+    assert said(None, PAIR)[1].endswith("not attempted yet: replace the `None` with your answer.")
 
 
 @pytest.mark.parametrize("got", ["a string", {"a": 1}, [torch.ones(1), "x"], object(), {1, 2}])
@@ -180,3 +180,30 @@ def test_lesson01_solutions_pass_check_solution():
         for c in cells(path):
             if c["cell_type"] == "code" and ("return None" in src(c) or c in solution_cells(path)):
                 exec(src(c), ns)                                          # the solutions assert check_solution
+
+
+PREDICT = re.compile(r"\*\*Exercise \d+ \(predict")
+ON_PAPER = re.compile(r"\*\*Exercise \d+ \(on paper")
+PARTS = {"Part 1": "01 02 03 04", "Part 2": "05 06 07 08", "Part 3": "09 10 11"}
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name[:2])
+def test_every_lesson_asks_for_a_prediction_that_is_checked(path):
+    """At least one exercise asks the learner to predict or explain before computing; the next
+    code cell takes the learner's prediction (my_...) and checks it against the computed answer."""
+    cs = cells(path)
+    found = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and PREDICT.search(src(c))]
+    assert found, f"{path.name} has no '**Exercise N (predict ...' exercise"
+    for i in found:
+        code = next(c for c in cs[i + 1:] if c["cell_type"] == "code")
+        assert "my_" in src(code) and "dd.check_answer(" in src(code), code["id"]
+
+
+@pytest.mark.parametrize("part", PARTS, ids=str)
+def test_every_part_has_a_derivation_on_paper_with_a_worked_solution(part):
+    paths = [p for p in LESSONS if p.name[:2] in PARTS[part].split()]
+    texts = [src(c) for p in paths for c in cells(p) if c["cell_type"] == "markdown"]
+    derivations = [t for t in texts if ON_PAPER.search(t)]
+    assert derivations, f"{part} has no '**Exercise N (on paper).**'"
+    for t in derivations:
+        assert "<details>" in t and "Worked solution" in t and "</details>" in t, t[:80]
