@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make course   install into .venv, execute every lesson and build the book (_build/html)
-#   make test     install what the tests need into .venv, run the unit tests and every lesson notebook
+#   make test     install what the tests need into .venv, run the unit tests and every lesson notebook,
+#                 then build the book from the executed lessons and check every page in Chromium
 # Other targets: make lab (JupyterLab on the lessons, live sliders), make slides (reveal.js decks in
 #                _build/slides), make assets (rebuild assets/data), make browser-check (every page of
 #                the built book in headless Chromium), make web-assets (MathJax, widgets, reveal.js), make clean.
@@ -13,7 +14,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constra
 # as a fixed grid (DIFFEDU_WIDGETS=static: the same output on every run) and use one PyTorch thread
 # per process unless you say otherwise: the lessons' tensors are small, and on a busy 2-core machine
 # two threads per process fight each other (several times slower, measured).
-UNATTENDED := test unit notebooks book slides
+UNATTENDED := test unit notebooks site book slides
 $(UNATTENDED): export DIFFEDU_WIDGETS := static
 $(UNATTENDED): export OMP_NUM_THREADS ?= 1
 # JupyterLab is for people: live sliders, and PyTorch may use every core of the machine.
@@ -21,18 +22,19 @@ LAB_THREADS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || nproc --all 2>/d
 lab: export DIFFEDU_WIDGETS := live
 lab: export OMP_NUM_THREADS := $(LAB_THREADS)
 
-.PHONY: course test unit notebooks book lab slides assets browser-check web-assets clean
+.PHONY: course test unit notebooks site book lab slides assets browser-check web-assets clean
 
 course: $(VENV)/.course book
 
-test: $(VENV)/.test web-assets unit notebooks
+test: $(VENV)/.test web-assets unit notebooks site
+	$(BIN)/python scripts/browser_check.py --all --skip-without-browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.test: pyproject.toml constraints.txt | $(VENV)/bin/python
-	@echo "installing diffedu and the test tools into $(VENV) (first time: a few minutes)"
-	$(PIP) -e ".[test]"
+	@echo "installing diffedu, the test tools and Jupyter Book into $(VENV) (first time: a few minutes)"
+	$(PIP) -e ".[test,book]"
 	@touch $@
 
 $(VENV)/.course: pyproject.toml constraints.txt | $(VENV)/bin/python
@@ -48,8 +50,14 @@ web-assets: | $(VENV)/bin/python
 unit:
 	$(BIN)/python -m pytest tests -q
 
+# Every lesson under nbval, two at a time; each is saved with its outputs in _build/executed/.
 notebooks:
 	$(BIN)/python scripts/test_notebooks.py
+
+# The book from those executed lessons (nothing runs twice), for the browser check of every page.
+site:
+	$(BIN)/python scripts/fetch_web_assets.py --allow-cdn --only site
+	$(BIN)/python scripts/build_site.py
 
 # Jupyter Book executes each lesson while it reads it; book/_ext/build_progress.py prints one line
 # per lesson with its time as it finishes ("lesson  3/11  lessons/03_... 52.1 s").

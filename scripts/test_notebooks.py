@@ -7,7 +7,8 @@ wall time and peak memory per notebook.
 
 Each notebook runs in its own ``pytest --nbval-lax`` process; the peak resident memory
 of that process tree (the kernel included) comes from the operating system
-(``os.wait4``). Budgets: 180 s and 3 GB per notebook on a 2-core CPU; a notebook over
+(``os.wait4``). Each notebook is also saved with its outputs under ``_build/executed/``
+(scripts/nbval_outputs.py), from which ``scripts/build_site.py`` builds the book. Budgets: 180 s and 3 GB per notebook on a 2-core CPU; a notebook over
 budget is flagged in the table.
 """
 import argparse
@@ -19,12 +20,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 BUDGET_S, BUDGET_GB = 180, 3.0
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+EXECUTED = os.path.join(os.path.dirname(SCRIPTS), "_build", "executed")  # scripts/nbval_outputs.py writes here
 
 
 def run(nb: str):
     env = dict(os.environ, DIFFEDU_WIDGETS="static", PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # see the Makefile
-    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider", nb]
+    env["PYTHONPATH"] = os.pathsep.join([SCRIPTS, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider",
+           "-p", "nbval_outputs", "--save-executed", EXECUTED, nb]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()

@@ -233,3 +233,12 @@ def test_site_pages_skip_asset_folders(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("<p>x</p>")
     assert bc.site_pages(tmp_path) == ["a/b.html", "index.html"]
+
+
+def test_without_a_browser_make_test_warns_instead_of_failing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "index.html").write_text("<html><body>hi</body></html>")
+    monkeypatch.setattr(bc, "find_chromium", lambda *a: None)
+    assert bc.main(["--site", str(tmp_path), "--page", "index.html"]) == 2
+    assert "no Chromium found" in capsys.readouterr().err
+    assert bc.main(["--site", str(tmp_path), "--page", "index.html", "--skip-without-browser"]) == 0
+    assert "NOT checked in a browser" in capsys.readouterr().err

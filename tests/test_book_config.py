@@ -73,7 +73,11 @@ def test_web_assets_are_local_and_match_the_fetch_script():
     # config paths are relative to the static folder; the script's entry points to its offline/ folder
     static = ROOT / cfg["html_static_path"][0]
     assert fwa.VENDOR == static / "offline"
-    assert sorted(p.removeprefix("offline/") for p in local) == sorted(fwa.ENTRY_POINTS)
+    vendored = [p for p in local if p.startswith("offline/")]
+    assert sorted(p.removeprefix("offline/") for p in vendored) == sorted(fwa.ENTRY_POINTS)
+    # the one script of our own, before require.js: it maps the widget manager's module path to its copy
+    assert list(cfg["nb_ipywidgets_js"])[:2] == ["widget_paths.js", "offline/requirejs/require.js"]
+    assert (static / "widget_paths.js").is_file()
     assert "_static" not in cfg["html_static_path"], "a _static folder would get a script tag per .js file"
 
 

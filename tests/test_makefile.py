@@ -43,7 +43,7 @@ def test_lab_has_live_widgets_and_every_core(tmp_path):
     assert envs == [f"DIFFEDU_WIDGETS=live OMP_NUM_THREADS={os.cpu_count()}"], out
 
 
-@pytest.mark.parametrize("target", ["notebooks", "book", "slides", "unit"])
+@pytest.mark.parametrize("target", ["notebooks", "site", "book", "slides", "unit"])
 def test_unattended_targets_are_static_with_one_thread(target, tmp_path):
     envs, out = _make(target, tmp_path)
     assert envs and all(e == "DIFFEDU_WIDGETS=static OMP_NUM_THREADS=1" for e in envs), out
@@ -57,3 +57,13 @@ def test_a_thread_count_you_set_is_kept(tmp_path):
 def test_browser_check_covers_every_page(tmp_path):
     _, out = _make("browser-check", tmp_path)
     assert "RAN python scripts/browser_check.py --all" in out
+
+
+def test_make_test_checks_the_site_built_from_the_tested_lessons(tmp_path):
+    """make test: unit tests, every lesson (saved with outputs), the book from those copies, every page."""
+    _, out = _make("test", tmp_path)
+    ran = [ln for ln in out.splitlines() if ln.startswith("RAN ")]
+    order = ["python -m pytest tests", "python scripts/test_notebooks.py", "python scripts/build_site.py",
+             "python scripts/browser_check.py --all"]
+    positions = [next(i for i, ln in enumerate(ran) if ln.startswith("RAN " + cmd)) for cmd in order]
+    assert positions == sorted(positions), ran
