@@ -20,8 +20,9 @@ nothing else. The same as one nbconvert command per lesson:
 (``scripts/templates/course_reveal`` is nbconvert's reveal template with MathJax 3 and
 without the jQuery and Mermaid it loads from CDNs.)
 
-Outputs: a lesson's figures come from the book build when there is one whose code is the
-same as the lesson's (``_build/jupyter_execute/``, written by ``make book``); otherwise the
+Outputs: a lesson's figures come from an earlier run whose code is the same as the lesson's
+(``_build/jupyter_execute/``, written by ``make book``, or ``_build/executed/``, written by
+``make test``); otherwise the
 lesson is executed here, as the book does (cwd lessons/, static widgets, one thread),
 printing one line per lesson with its time.
 
@@ -42,7 +43,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SITE_VENDOR = ROOT / "book" / "static" / "offline"
 SLIDES_VENDOR = ROOT / "book" / "static_slides"
-EXECUTED = ROOT / "_build" / "jupyter_execute" / "lessons"
+EXECUTED = (ROOT / "_build" / "jupyter_execute" / "lessons",  # make book
+            ROOT / "_build" / "executed" / "lessons")  # make test (scripts/nbval_outputs.py)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 OFFLINE = "offline"  # the folder of the deck's scripts, next to the decks
 LESSON_LINK = re.compile(r'href="(?:\./)?(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^"]*)?"')
@@ -73,12 +75,13 @@ def _code(nb):
 
 
 def with_outputs(path: Path, nb, mode: str):
-    """The notebook with outputs: from the book build if its code is the same, else executed here.
+    """The notebook with outputs: from the book build or the tests' run if its code is the same, else executed here.
     Returns (notebook, where the outputs came from)."""
     if mode == "never":
         return nb, "no outputs (--no-execute)"
-    built = EXECUTED / path.name
-    if mode == "auto" and built.is_file():
+    for built in (folder / path.name for folder in EXECUTED):
+        if mode != "auto" or not built.is_file():
+            continue
         done = nbformat.read(built, as_version=4)
         if _code(done) == _code(nb):
             by_id = {c.get("id"): c for c in done.cells}
@@ -88,7 +91,7 @@ def with_outputs(path: Path, nb, mode: str):
                     cell.execution_count = by_id[cell.get("id")].get("execution_count")
             if "widgets" in done.metadata:
                 nb.metadata["widgets"] = done.metadata["widgets"]
-            return nb, f"outputs of the book build ({built.relative_to(ROOT)})"
+            return nb, f"outputs of an earlier run ({built.relative_to(ROOT)})"
     from nbclient import NotebookClient
 
     env_before = dict(os.environ)

@@ -201,12 +201,21 @@ FIGURE_SRC_JS = """() => {
   return img && img.complete && img.naturalWidth > 0 ? img.getAttribute("src") : null; }"""
 
 
+def _shot(page, name):
+    """With DIFFEDU_SCREENSHOTS=DIR, keep a picture of what the test saw (DIR/NAME.png)."""
+    folder = os.environ.get("DIFFEDU_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
 def test_run_all_and_move_a_slider(ran_all):
     page = ran_all.page
     handle = page.locator(".jp-OutputArea-output .widget-vbox .widget-slider .noUi-handle").first
     handle.scroll_into_view_if_needed()
     page.wait_for_function(FIGURE_SRC_JS)  # the live figure exists: the kernel saw a live frontend
     before = page.evaluate(FIGURE_SRC_JS)
+    _shot(page, "lab_slider_before")
     readout = page.locator(".jp-OutputArea-output .widget-vbox .widget-readout").first.inner_text()
     # one step to the right with the keyboard, as a learner can do (a mouse drag needs the page to
     # hold still, and JupyterLab's notebook may still be scrolling after "run all")
@@ -215,6 +224,7 @@ def test_run_all_and_move_a_slider(ran_all):
     page.wait_for_function(f"() => {{ const s = ({FIGURE_SRC_JS})(); return s !== null && s !== {json.dumps(before)}; }}")
     after = page.evaluate(FIGURE_SRC_JS)
     assert after != before and len(after) > 1000, "the figure did not change when the slider moved"
+    _shot(page, "lab_slider_after")
     moved_to = page.locator(".jp-OutputArea-output .widget-vbox .widget-readout").first.inner_text()
     assert moved_to != readout, f"the slider still reads {readout!r}"
 
@@ -235,6 +245,7 @@ def test_solution_cells_are_collapsed(request):
                     editorShown: shown(cell.node.querySelector(".jp-InputArea .jp-InputArea-editor")),
                     placeholderShown: shown(cell.node.querySelector(".jp-InputPlaceholder")),
                     source: cell.model.sharedModel.getSource().slice(0, 40)}; }""", i)
+        _shot(lab.page, f"lab_collapsed_solution_{i}")
         assert state["inputHidden"] and not state["editorShown"] and state["placeholderShown"], (
             f"cell {i} ({state['source']!r}) has source_hidden metadata but JupyterLab shows its input: {state}")
 
