@@ -15,6 +15,9 @@ checkpoints, which lessons 10 and 11 load and check against the shipped weights)
    (lower = more likely under an independent model; too low means repetitive) and the unigram
    entropy of the samples' characters (compare with real text; a collapse reveals repetition).
    Speed = characters per second on this CPU, batch of n samples, including every network call.
+4. Adaptation vs from scratch: the diffusion model adapted from the twin against one of the same
+   size trained from random weights for the same extra characters (configs/text_mdlm_scratch.json):
+   both cards' learning curves at equal extra characters, and the scratch model's full-validation ELBO.
 """
 import argparse
 import json
@@ -73,6 +76,15 @@ def sampler_rows(mdlm, ar, tok, n, length, configs, seed):
     return rows
 
 
+def adaptation_rows(card_d, card_s) -> list:
+    """Validation bits/char (64 windows, from the cards) of the adaptation run and the from-scratch run
+    at the same number of extra characters."""
+    adapt = next(r for r in card_d["runs"] if r.get("init") == "shakespeare_ar")
+    scratch = {p["step"]: p for p in card_s["runs"][0]["curve"]}
+    return [{"step": p["step"], "characters": p["characters"], "adapted": p["val_bpc_64"],
+             "scratch": scratch[p["step"]]["val_bpc_64"]} for p in adapt["curve"] if p["step"] in scratch]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small subsets (smoke test)")
@@ -84,6 +96,7 @@ def main(argv=None):
     seed_everything(0)
     mdlm, tok, card_d = load_pretrained("shakespeare_mdlm", "cpu")
     ar, _, card_a = load_pretrained("shakespeare_ar", "cpu")
+    scratch, _, card_s = load_pretrained("shakespeare_mdlm_scratch", "cpu")
     L = mdlm.context
     windows = eval_windows("val", L, max_windows=64 if args.quick else None)
     repeats = 2 if args.quick else args.repeats
@@ -94,6 +107,10 @@ def main(argv=None):
     a = autoregressive.ar_bits_per_char(ar, windows, tok.mask_id)
     ratio, ratio_se = d["bpc"] / a["bpc"], d["mc_se"] / a["bpc"]
     eval_s = time.perf_counter() - t0
+    d_s = masked.elbo_bits_per_char(scratch, windows, tok.mask_id, repeats, generator=torch.Generator().manual_seed(0))
+    adapt_rows = adaptation_rows(card_d, card_s)
+    print(f"from scratch, same size: ELBO {d_s['bpc']:.4f} ± {d_s['mc_se']:.4f} bits/char after "
+          f"{card_s['totals']['characters']:,} characters")
     print(f"validation ({d['chars']:,} chars): MDLM ELBO {d['bpc']:.4f} ± {d['mc_se']:.4f} bits/char, "
           f"AR {a['bpc']:.4f} bits/char (exact), ratio {ratio:.3f} ± {ratio_se:.3f}")
 
@@ -126,8 +143,9 @@ def main(argv=None):
 
     lines = ["# Part 3 benchmark: masked diffusion LM vs autoregressive twin", "",
              f"CPU, {threads} torch thread(s); models: `shakespeare_mdlm` ({card_d['parameter_count']:,} params, "
-             f"{card_d['hardware']}, {card_d['wall_time_s'] / 60:.1f} min) and `shakespeare_ar` "
-             f"({card_a['parameter_count']:,} params, {card_a['hardware']}, {card_a['wall_time_s'] / 60:.1f} min).",
+             f"{card_d['totals']['characters']:,} characters and {card_d['totals']['hours']:.2f} CPU-hours of training in all, "
+             f"the twin's included) and `shakespeare_ar` ({card_a['parameter_count']:,} params, "
+             f"{card_a['totals']['characters']:,} characters, {card_a['totals']['hours']:.2f} CPU-hours); {card_d['hardware']}.",
              "", "## Validation bits per character (held-out plays)", "",
              "| model | bits/char | Monte Carlo s.e. | kind |", "|---|---|---|---|",
              f"| masked diffusion (MDLM) | {d['bpc']:.4f} | {d['mc_se']:.4f} | upper bound (ELBO), {repeats} repeats |",
@@ -140,6 +158,14 @@ def main(argv=None):
              f"| masked diffusion | left side only (right hidden) | {one['left']:.4f} | {d_left['bpc']:.4f} ± "
              f"{d_left['mc_se']:.4f} (bound) |",
              f"| autoregressive twin | left side only | {one['ar']:.4f} | {a_span['bpc']:.4f} (exact) |", "",
+             "## Adaptation from the twin vs training from scratch (same size, same extra characters)", "",
+             f"Full validation ELBO: from scratch {d_s['bpc']:.4f} ± {d_s['mc_se']:.4f} bits/char after "
+             f"{card_s['totals']['characters']:,} characters ({card_s['totals']['hours']:.2f} CPU-hours); the shipped "
+             f"adapted model {d['bpc']:.4f} after {card_d['totals']['characters']:,} characters, the twin's included "
+             f"({card_d['totals']['hours']:.2f} CPU-hours).", "",
+             "| step | extra characters | adapted from the twin | from scratch |", "|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['characters']:,} | {r['adapted']:.3f} | {r['scratch']:.3f} |" for r in adapt_rows]
+    lines += ["", "Both columns: the trainer's validation ELBO (64 held-out windows, EMA weights) during each run.", "",
              f"## Samplers: steps / quality / speed ({n} samples x {L} characters, unconditional)", "",
              "| sampler | steps | network calls | AR-twin bits/char of samples | unigram entropy (bits) | chars/s (CPU) |",
              "|---|---|---|---|---|---|"]
@@ -164,6 +190,10 @@ def main(argv=None):
                   "infill": {"windows": fw.shape[0], "span_both": d_span["bpc"], "span_both_se": d_span["mc_se"],
                              "span_left": d_left["bpc"], "span_left_se": d_left["mc_se"], "span_ar_left": a_span["bpc"],
                              "one_both": one["both"], "one_left": one["left"], "one_ar": one["ar"]},
+                  "scratch_weights_sha256": card_s["weights_sha256"],
+                  "adaptation": {"scratch_bpc": d_s["bpc"], "scratch_mc_se": d_s["mc_se"],
+                                 "scratch_characters": card_s["totals"]["characters"],
+                                 "mdlm_characters": card_d["totals"]["characters"], "curves": adapt_rows},
                   "samplers": rows, "real_text": {"twin_bpc": ref_bpc, "entropy": ref_ent},
                   "date": time.strftime("%Y-%m-%d %H:%M")}
         json_path = Path(args.out).with_suffix(".json")

@@ -22,6 +22,7 @@ def shipped(name):
 @pytest.mark.parametrize("name, key, checkpoint", [
     ("text", "mdlm_weights_sha256", "shakespeare_mdlm"),
     ("text", "ar_weights_sha256", "shakespeare_ar"),
+    ("text", "scratch_weights_sha256", "shakespeare_mdlm_scratch"),
     ("guidance", "meta.unet_weights_sha256", "mnist_unet"),
     ("guidance", "meta.guide", "mnist_noisy_classifier"),
     ("guidance", "meta.judge", "mnist_classifier"),
