@@ -167,6 +167,10 @@ class Trainer:
         meta = dict(step=self.step, wall_time_s=self.wall_time, config=config_key(self.config),
                     world_size=self.world, init=self.init, precision=self.precision)
         atomic_save(tensors, self.state_path, meta)
+        self._write_state_json(meta)
+
+    def _write_state_json(self, meta: dict) -> None:
+        """state.json mirrors the metadata of state.safetensors, which is the one that counts."""
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, self.out / "state.json")
@@ -188,6 +192,8 @@ class Trainer:
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         load_optimizer(self.opt, tensors)
         self.step, self.wall_time, self.init = meta["step"], meta["wall_time_s"], meta.get("init")
+        if self.rank == 0:  # a kill between the two writes of save() leaves state.json one save behind
+            self._write_state_json(meta)
         log = self.out / "log.jsonl"
         if self.rank == 0 and log.exists():  # drop log lines of steps that were not saved
             lines = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]

@@ -93,10 +93,23 @@ def test_a_run_folder_is_locked_and_a_stale_lock_is_taken_over(tmp_path, capsys)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-    step = json.loads((out / "state.json").read_text())["step"]
+    # the kill may land between the two writes of a save: the safetensors file is the state that counts
+    from safetensors import safe_open
+    with safe_open(str(out / "state.safetensors"), "pt") as f:
+        step = json.loads(f.metadata()["step"])
     run(write(tmp_path, steps=10**9), out, "--steps", str(step + 2))
     assert f"took over the lock of {out} left by pid {proc.pid}" in capsys.readouterr().out
     assert json.loads((out / "state.json").read_text())["step"] == step + 2
+
+
+def test_a_state_json_one_save_behind_is_brought_level_on_resume(tmp_path):
+    """A kill between the two writes of a save leaves state.json behind state.safetensors."""
+    cfg, out = write(tmp_path), tmp_path / "run"
+    run(cfg, out, "--steps", "2")
+    meta = json.loads((out / "state.json").read_text())
+    (out / "state.json").write_text(json.dumps({**meta, "step": 0}))
+    run(cfg, out, "--steps", "2")
+    assert json.loads((out / "state.json").read_text())["step"] == 2
 
 
 def test_a_full_disk_gives_one_message_and_keeps_the_last_state(tmp_path, monkeypatch):
