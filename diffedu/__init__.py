@@ -4,7 +4,8 @@ One module per idea, in course order: schedule -> corrupt -> denoise -> sample -
 ``import diffedu as dd`` gives the helpers every lesson uses; the bigger pieces are
 imported where they are taught (``from diffedu import images``, ``from diffedu.text import ...``).
 
-    shared math      schedules, forward, samplers, sde, langevin, toy, nets, guidance, metrics
+    shared math      schedules, forward, samplers, sde, langevin, toy, nets, guidance, metrics,
+                     flow (flow matching, Part 4), distill (progressive distillation, Part 4)
     images/          the MNIST U-Net, classifiers, training tasks and sampling pipeline (Part 2)
     text/            discrete diffusion, the masked diffusion LM and its autoregressive twin (Part 3)
     infrastructure   train, runs, checkpoints, data, runtime, check, plot, widgets, _validate

@@ -15,6 +15,9 @@ What the output means is fixed by `predict`:
 * "eps": the noise, eps_hat(x_t, t). Score s = -eps_hat / sigma (NCSN, sigma = noise std)
   or s = -eps_hat / sqrt(1 - alpha_bar_t) (DDPM).
 * "x0": the clean point, x0_hat(x_t, t); convert with eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab).
+* "v": the velocity v = sqrt(ab) eps - sqrt(1 - ab) x0 of Salimans & Ho (2022); then
+  x0 = sqrt(ab) x_t - sqrt(1 - ab) v and eps = sqrt(ab) v + sqrt(1 - ab) x_t, so neither end of the
+  schedule amplifies its error (progressive distillation, diffedu.distill).
 
 Training losses (the lesson writes the loop itself; these helpers are for reuse):
     denoising score matching    E || net(x0 + sigma eps, sigma) - eps ||^2            (2)
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 from . import _validate
 from .forward import check_x0, eps_from_x0, q_sample
 
-PREDICTIONS = ("eps", "x0")
+PREDICTIONS = ("eps", "x0", "v")
 CONDITIONS = ("t", "sigma")
 
 
@@ -96,7 +99,7 @@ class ScoreMLP(nn.Module):
 # ----------------------------------------------------------------------------- adapters
 
 def eps_model(net, schedule):
-    """eps_model(x_t, t) for the samplers, from a net predicting eps or x0 at time steps t."""
+    """eps_model(x_t, t) for the samplers, from a net predicting eps, x0 or v at time steps t."""
     if net.cond != "t":
         raise ValueError("eps_model needs a net conditioned on time steps (cond='t').")
     if net.predict == "eps":
@@ -104,7 +107,11 @@ def eps_model(net, schedule):
 
     def from_x0(x_t, t):
         return eps_from_x0(x_t, t, net(x_t, t), schedule)  # checks that t lies in 0..T
-    return from_x0
+
+    def from_v(x_t, t):
+        ab = schedule.at(schedule.alpha_bar, t, x_t)        # checks that t lies in 0..T
+        return (ab.sqrt() * net(x_t, t) + (1 - ab).sqrt() * x_t).to(x_t.dtype)
+    return from_x0 if net.predict == "x0" else from_v
 
 
 def score_fn(net):
@@ -132,12 +139,13 @@ def dsm_loss(net, x0, sigmas, generator=None):
 
 
 def ddpm_loss(net, x0, schedule, generator=None):
-    """DDPM loss (3) with t ~ U{1..T}; for an x0-net the target is x0 instead of eps."""
+    """DDPM loss (3) with t ~ U{1..T}; for an x0-net the target is x0, for a v-net v, instead of eps."""
     _validate.generator("generator", generator)
     check_x0(x0)
     t = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
     x_t, eps = q_sample(x0, t, schedule, generator=generator)
-    target = eps if net.predict == "eps" else x0
+    ab = schedule.at(schedule.alpha_bar, t, x0)
+    target = {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[net.predict]
     return (net(x_t, t.to(x0.device)) - target).pow(2).sum(1).mean()
 
 

@@ -1,7 +1,7 @@
 """The shape of the package: imports run one way, and every module is short enough to read.
 
     infrastructure   train, runs, checkpoints, data, runtime, check, plot, widgets, _validate
-    shared math      schedules, forward, samplers, sde, langevin, toy, nets, guidance, metrics (, flow)
+    shared math      schedules, forward, samplers, sde, langevin, toy, nets, guidance, metrics (, flow, distill)
     parts            images/, text/
 
 Anything may import the infrastructure; the infrastructure imports only itself. The shared math

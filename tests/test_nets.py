@@ -108,7 +108,7 @@ def test_bad_configurations_are_rejected():
     with pytest.raises(ValueError, match="cond must be one of"):
         nets.ScoreMLP(cond="time")
     with pytest.raises(ValueError, match="predict must be one of"):
-        nets.ScoreMLP(predict="v")
+        nets.ScoreMLP(predict="score")
     with pytest.raises(ValueError, match="depth must be a positive int"):
         nets.ScoreMLP(depth=0)
     with pytest.raises(ValueError, match="embedding dim must be even"):
