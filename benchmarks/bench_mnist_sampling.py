@@ -1,23 +1,29 @@
-"""DDPM vs DDIM on the shipped MNIST U-Net: sample quality (Fréchet distance) and speed.
+"""DDPM, DDIM and the probability-flow ODE on the shipped MNIST U-Net: quality (Fréchet distance) and speed.
 
-    python benchmarks/bench_mnist_sampling.py                 # N = 1000, all samplers
-    python benchmarks/bench_mnist_sampling.py --n 2000 --samplers ddim10 ddim50
+    python benchmarks/bench_mnist_sampling.py                 # N = 1000, both modes, all samplers
+    python benchmarks/bench_mnist_sampling.py --modes conditional --samplers ddim10 ddim50
 
 For each sampler we draw N samples from the same seed, class-conditional with the labels
-0, 1, ..., 9 in turn and no guidance (--mode conditional, the default), or unconditional with
-the null label (--mode unconditional), and report:
+0, 1, ..., 9 in turn and no guidance (w = 1), and unconditional with the null label, and report:
 
 * FD: the Fréchet distance (diffedu.metrics, eq. 5) between the samples and N real test
-  digits, in the features of the shipped MNIST classifier;
+  digits, in the features of the shipped MNIST classifier (the referee);
 * the floor: the FD between N real *train* digits and the same N test digits. FD is biased
   upwards at finite N, so a sampler can only be judged against the floor at the same N;
+* referee accuracy (conditional samples): the fraction the referee labels as the digit asked for;
 * seconds per 1,000 samples: the wall time of the sampling run, scaled to 1,000 samples, and
   the CPU time of this process (with one thread on a busy machine the CPU time is the better
   estimate of the wall time on an idle one).
 
-Targets: FD(DDIM-50) <= 1.5 x FD(DDPM-1000), and FD(DDPM-1000) <= 3 x the floor. The script
-prints the table whether or not they are met. Rows are cached in the --json file (keyed by the
-checkpoint's sha256, N and seed), so a long run can be split over several calls; --force redoes them.
+Samplers: DDPM-1000; DDIM with 10, 20, 50, 100 steps (eta = 0, and eta = 1 at 50 and 100);
+Heun's method on the probability-flow ODE (diffedu.sde) with 10 and 25 steps (20 and 50 calls).
+Unconditional DDPM-1000 (about an hour of one CPU thread) runs only when --samplers names it.
+
+Targets, printed met or NOT met: conditional FD(DDIM-50) <= 1.5 x floor; unconditional FD(DDIM-50)
+<= 3 x floor; FD(DDIM-50) <= 1.5 x FD(DDPM-1000); conditional referee accuracy of DDIM-50 >= 0.97.
+Rows are cached in the --json file, which holds the sha256 of the weights they were measured on
+(a lesson loads it with diffedu.checkpoints.load_results); a long run can be split over several
+calls, and rows of other weights, N or seed are dropped. --force redoes them.
 """
 import argparse
 import json
@@ -35,20 +41,23 @@ from diffedu.images import classifier, pipeline  # noqa: E402
 from diffedu.data import mnist  # noqa: E402
 from diffedu.train import hardware  # noqa: E402
 
-# name: (sampler, network calls, DDIM eta). eta = 0 is the deterministic DDIM of the targets;
-# eta = 1 adds DDPM-like fresh noise at each of the (fewer) steps.
-SAMPLERS = {"ddpm1000": ("ddpm", 1000, 0.0), "ddim10": ("ddim", 10, 0.0), "ddim20": ("ddim", 20, 0.0),
-            "ddim50": ("ddim", 50, 0.0), "ddim100": ("ddim", 100, 0.0),
-            "ddim50_eta1": ("ddim", 50, 1.0), "ddim100_eta1": ("ddim", 100, 1.0)}
+# name: (sampler, network calls, steps, DDIM eta). eta = 0 is the deterministic DDIM of the targets;
+# eta = 1 adds DDPM-like fresh noise at each of the (fewer) steps. Heun: 2 network calls per step.
+SAMPLERS = {"ddpm1000": ("ddpm", 1000, 1000, 0.0), "ddim10": ("ddim", 10, 10, 0.0),
+            "ddim20": ("ddim", 20, 20, 0.0), "ddim50": ("ddim", 50, 50, 0.0), "ddim100": ("ddim", 100, 100, 0.0),
+            "heun10": ("heun", 20, 10, 0.0), "heun25": ("heun", 50, 25, 0.0),
+            "ddim50_eta1": ("ddim", 50, 50, 1.0), "ddim100_eta1": ("ddim", 100, 100, 1.0)}
+MODES = ("conditional", "unconditional")
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="samples per sampler (and real digits for the floor)")
-    p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    p.add_argument("--samplers", nargs="+", default=None, choices=list(SAMPLERS),
+                   help="default: all (unconditional: all but DDPM-1000)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--mode", choices=["conditional", "unconditional"], default="conditional")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "mnist_sampling.json"))
     p.add_argument("--force", action="store_true", help="recompute rows that are cached in --json")
@@ -62,77 +71,120 @@ def real_digits(n: int, seed: int):
     return train[torch.randperm(len(train), generator=g)[:n]], test[torch.randperm(len(test), generator=g)[:n]]
 
 
+def load_cache(path: Path, meta: dict) -> dict:
+    """The rows stored for these weights, referee, N and seed; an empty table otherwise."""
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    if cache.get("meta", {}).get("key") != meta["key"]:
+        return {"meta": meta, **{mode: {} for mode in MODES}}
+    cache["meta"].update({k: v for k, v in meta.items() if k != "notes"})
+    return cache
+
+
+def save(path: Path, cache: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cache, indent=1) + "\n")
+
+
+def run_row(model, schedule, name, labels, args, judge, stats_test) -> dict:
+    sampler, calls, steps, eta = SAMPLERS[name]
+    g = torch.Generator().manual_seed(args.seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    x = pipeline.sample(model, schedule, args.n, sampler, steps=steps, labels=labels, generator=g,
+                        eta=eta, batch_size=args.batch_size)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    mu, cov = metrics.gaussian_stats(metrics.mnist_features(x, judge))
+    row = {"fd": metrics.frechet_distance_gaussians(mu, cov, *stats_test), "calls": calls,
+           "s_per_1000": wall * 1000 / args.n, "cpu_s_per_1000": cpu * 1000 / args.n,
+           "threads": torch.get_num_threads(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if labels is not None:
+        row["acc"] = (classifier.predict(judge, x) == labels).float().mean().item()
+    return row
+
+
 def main(argv=None):
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, schedule, card = images.load_pretrained("mnist_unet")
-    key = f"{card['weights_sha256'][:16]}|{args.mode}|n={args.n}|seed={args.seed}"
-    labels = torch.arange(args.n) % 10 if args.mode == "conditional" else None
-    path = Path(args.json)
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    rows = cache.get(key, {})
     judge = classifier.load("mnist_classifier")
+    meta = {"unet_weights_sha256": card["weights_sha256"], "judge": judge.card["weights_sha256"],
+            "n": args.n, "seed": args.seed, "unet_steps": card["steps"]}
+    meta["key"] = f"{meta['unet_weights_sha256'][:16]}|{meta['judge'][:16]}|n={args.n}|seed={args.seed}"
+    path = Path(args.json)
+    cache = load_cache(path, meta)
     train_x, test_x = real_digits(args.n, args.seed)
-    mu_test, cov_test = metrics.gaussian_stats(metrics.mnist_features(test_x, judge))
-    if "floor" not in rows or args.force:
-        mu, cov = metrics.gaussian_stats(metrics.mnist_features(train_x, judge))
-        rows["floor"] = {"fd": metrics.frechet_distance_gaussians(mu, cov, mu_test, cov_test)}
-
-    for name in args.samplers:
-        if name in rows and not args.force:
-            continue
-        sampler, steps, eta = SAMPLERS[name]
-        g = torch.Generator().manual_seed(args.seed)
-        t0, c0 = time.perf_counter(), time.process_time()
-        x = pipeline.sample(model, schedule, args.n, sampler, steps=steps, labels=labels, generator=g,
-                        eta=eta, batch_size=args.batch_size)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        mu, cov = metrics.gaussian_stats(metrics.mnist_features(x, judge))
-        rows[name] = {"fd": metrics.frechet_distance_gaussians(mu, cov, mu_test, cov_test), "calls": steps,
-                      "s_per_1000": wall * 1000 / args.n, "cpu_s_per_1000": cpu * 1000 / args.n,
-                      "threads": torch.get_num_threads(),
-                      "date": time.strftime("%Y-%m-%d %H:%M")}
-        cache[key] = rows
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache, indent=1) + "\n")
-        print(f"{name}: FD {rows[name]['fd']:.3f}, {rows[name]['s_per_1000']:.1f} s per 1000 samples", flush=True)
-    cache[key] = rows
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cache, indent=1) + "\n")
-    lines = table(rows, args.n, card, args.mode)
+    stats_test = metrics.gaussian_stats(metrics.mnist_features(test_x, judge))
+    if "floor" not in cache["meta"] or args.force:
+        cache["meta"]["floor"] = metrics.frechet_distance_gaussians(
+            *metrics.gaussian_stats(metrics.mnist_features(train_x, judge)), *stats_test)
+    for mode in args.modes:
+        labels = torch.arange(args.n) % 10 if mode == "conditional" else None
+        names = args.samplers or [s for s in SAMPLERS if mode == "conditional" or s != "ddpm1000"]
+        for name in names:
+            if name in cache[mode] and not args.force:
+                continue
+            cache[mode][name] = row = run_row(model, schedule, name, labels, args, judge, stats_test)
+            save(path, cache)
+            print(f"{mode} {name}: FD {row['fd']:.3f}, {row['s_per_1000']:.1f} s per 1000 samples", flush=True)
+    save(path, cache)
+    lines = table(cache, card)
     print("\n".join(lines))
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def table(rows: dict, n: int, card: dict, mode: str) -> list:
-    """The results as Markdown lines (also written next to the --json file, as .md)."""
+def label(name: str) -> str:
+    """ddim50_eta1 -> DDIM-50, eta=1; heun25 -> PF-ODE Heun-25."""
+    return (name.upper().replace("DDPM", "DDPM-").replace("DDIM", "DDIM-").replace("HEUN", "PF-ODE Heun-")
+            .replace("_ETA1", ", eta=1"))
+
+
+def hosts(cache: dict) -> list:
+    """The machines the rows were timed on, in order of first appearance (the table's last column)."""
+    return list(dict.fromkeys(r["hardware"] for mode in MODES for r in cache[mode].values()))
+
+
+def targets(cache: dict) -> list:
+    """(name, value, bound, met) for each target that the rows allow to check."""
+    floor, cond, uncond = cache["meta"]["floor"], cache["conditional"], cache["unconditional"]
     out = []
-    add = out.append
-    floor = rows["floor"]["fd"]
-    ddpm = rows.get("ddpm1000", {}).get("fd")
-    add(f"MNIST U-Net ({card['parameter_count'] / 1e6:.2f}M params, {card['steps']} training steps), "
-          f"{mode} samples, N = {n}, {hardware()}\n")
-    add(f"| sampler | network calls | FD (N={n}) | FD / floor | FD / FD(DDPM-1000) "
-          f"| wall s per 1000 samples | CPU s per 1000 samples |")
-    add("|---|---|---|---|---|---|---|")
-    add(f"| real train vs test (floor) | - | {floor:.3f} | 1.00 | - | - | - |")
-    for name in SAMPLERS:
-        if name not in rows:
-            continue
-        r = rows[name]
-        rel = f"{r['fd'] / ddpm:.2f}" if ddpm else "-"
-        cpu = f"{r['cpu_s_per_1000']:.1f}" if "cpu_s_per_1000" in r else "-"
-        label = name.upper().replace("DDPM", "DDPM-").replace("DDIM", "DDIM-").replace("_ETA1", ", eta=1")
-        add(f"| {label} | {r['calls']} | {r['fd']:.3f} "
-              f"| {r['fd'] / floor:.2f} | {rel} | {r['s_per_1000']:.1f} ({r['threads']} thread(s)) | {cpu} |")
-    add("")
-    if ddpm and "ddim50" in rows:
-        ok = rows["ddim50"]["fd"] <= 1.5 * ddpm
-        add(f"target FD(DDIM-50) <= 1.5 x FD(DDPM-1000): {rows['ddim50']['fd'] / ddpm:.2f} x -> "
-              f"{'met' if ok else 'NOT met'}")
-    if ddpm:
-        add(f"target FD(DDPM-1000) <= 3 x floor: {ddpm / floor:.2f} x -> {'met' if ddpm <= 3 * floor else 'NOT met'}")
+    if "ddim50" in cond:
+        out.append(("conditional FD(DDIM-50) / floor", cond["ddim50"]["fd"] / floor, 1.5))
+    if "ddim50" in uncond:
+        out.append(("unconditional FD(DDIM-50) / floor", uncond["ddim50"]["fd"] / floor, 3.0))
+    if "ddim50" in cond and "ddpm1000" in cond:
+        out.append(("conditional FD(DDIM-50) / FD(DDPM-1000)", cond["ddim50"]["fd"] / cond["ddpm1000"]["fd"], 1.5))
+    rows = [(n, v, b, v <= b) for n, v, b in out]
+    if "acc" in cond.get("ddim50", {}):
+        rows.append(("conditional referee accuracy of DDIM-50 (at least)", cond["ddim50"]["acc"], 0.97,
+                     cond["ddim50"]["acc"] >= 0.97))
+    return rows
+
+
+def table(cache: dict, card: dict) -> list:
+    """The results as Markdown lines (also written next to the --json file, as .md)."""
+    meta = cache["meta"]
+    n, floor = meta["n"], meta["floor"]
+    out = [f"MNIST U-Net ({card['parameter_count'] / 1e6:.2f}M params, {meta['unet_steps']} training steps), "
+           f"N = {n} samples per row; times on {'; '.join(f'({i + 1}) {h}' for i, h in enumerate(hosts(cache)))}\n",
+           f"| mode | sampler | network calls | FD (N={n}) | FD / floor | FD / FD(DDPM-1000) | referee accuracy "
+           f"| wall s per 1000 samples | CPU s per 1000 samples | machine |",
+           "|---|---|---|---|---|---|---|---|---|---|",
+           f"| real train vs test | (floor) | - | {floor:.3f} | 1.00 | - | - | - | - | - |"]
+    for mode in MODES:
+        ddpm = cache[mode].get("ddpm1000", {}).get("fd")
+        for name in SAMPLERS:
+            if name not in cache[mode]:
+                continue
+            r = cache[mode][name]
+            rel = f"{r['fd'] / ddpm:.2f}" if ddpm else "-"
+            acc = f"{r['acc']:.3f}" if "acc" in r else "-"
+            out.append(f"| {mode} | {label(name)} | {r['calls']} | {r['fd']:.3f} | {r['fd'] / floor:.2f} | {rel} "
+                       f"| {acc} | {r['s_per_1000']:.1f} ({r['threads']} thread(s)) | {r['cpu_s_per_1000']:.1f} "
+                       f"| {hosts(cache).index(r['hardware']) + 1} |")
+    out.append("")
+    for name, value, bound, met in targets(cache):
+        op = ">=" if "at least" in name else "<="
+        out.append(f"target {name.replace(' (at least)', '')} {op} {bound}: {value:.3f} -> {'met' if met else 'NOT met'}")
     return out
 
 

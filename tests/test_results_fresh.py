@@ -35,6 +35,43 @@ def test_results_match_the_shipped_weights(name, key, checkpoint):
 
 
 def test_mnist_sampling_table_matches_the_shipped_unet():
-    keys = json.loads((RESULTS / "mnist_sampling.json").read_text())
-    assert any(k.startswith(shipped("mnist_unet")[:16] + "|") for k in keys), \
-        "rerun python benchmarks/bench_mnist_sampling.py"
+    meta = json.loads((RESULTS / "mnist_sampling.json").read_text())["meta"]
+    assert meta["unet_weights_sha256"] == shipped("mnist_unet"), "rerun python benchmarks/bench_mnist_sampling.py"
+    assert meta["judge"] == shipped("mnist_classifier"), "rerun python benchmarks/bench_mnist_sampling.py"
+
+
+def lesson_cells(lesson: str, first: str) -> list:
+    """The code cells of a lesson from the one containing `first` on, while they read `results`."""
+    nb = json.loads((ROOT / "lessons" / lesson).read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    start = next(i for i, c in enumerate(code) if first in c)
+    cells = [code[start]]
+    for c in code[start + 1:]:
+        if not c.startswith("if results is not None"):
+            break
+        cells.append(c)
+    return cells
+
+
+@pytest.mark.parametrize("change", ["unet", "missing"])
+def test_lesson_06_says_when_its_table_is_stale_and_shows_no_old_numbers(tmp_path, monkeypatch, capsys, change):
+    import matplotlib
+    matplotlib.use("Agg")
+    import diffedu as dd
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "checkpoints").symlink_to(assets_dir() / "checkpoints")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    if change == "unet":
+        results = json.loads((RESULTS / "mnist_sampling.json").read_text())
+        results["meta"]["unet_weights_sha256"] = "0" * 64  # measured on other weights
+        (tmp_path / "benchmarks" / "results" / "mnist_sampling.json").write_text(json.dumps(results))
+        (tmp_path / "benchmarks" / "results" / "mnist_sampling.md").write_text("| stale numbers |")
+    monkeypatch.setenv("DIFFEDU_ASSETS", str(tmp_path / "assets"))
+    cells = lesson_cells("06_mnist_sampling.ipynb", 'dd.load_results("mnist_sampling"')
+    assert len(cells) >= 3  # the table, its plot and the checks of what the text says
+    namespace = {"dd": dd}
+    for cell in cells:
+        exec(cell, namespace)
+    out = capsys.readouterr().out
+    assert namespace["results"] is None and "stale numbers" not in out
+    assert ("is stale" if change == "unet" else "is missing") in out and "bench_mnist_sampling.py" in out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import diffedu as dd
-from diffedu import metrics, nets
+from diffedu import metrics, nets, sde
 from diffedu.images import pipeline, tasks, unet
 from diffedu.checkpoints import save_checkpoint
 from diffedu.schedules import NoiseSchedule
@@ -150,6 +150,14 @@ def test_sample_runs_and_is_deterministic():
     assert a.shape == (3, 1, 28, 28) and torch.equal(a, b) and a.abs().max() <= 1.0 + 1e-5
     c = pipeline.sample(m, s, 2, "ddpm", labels=[3, 4], generator=torch.Generator().manual_seed(1), progress=False)
     assert c.shape == (2, 1, 28, 28) and torch.isfinite(c).all()
+    d = pipeline.sample(m, s, 2, "heun", steps=4, labels=[3, 4], generator=torch.Generator().manual_seed(1),
+                        progress=False)
+    x_T = torch.randn((2, 1, 28, 28), generator=torch.Generator().manual_seed(1))
+    want = sde.probability_flow_sample(pipeline.eps_model(m, torch.tensor([3, 4])), s, (2, 1, 28, 28), steps=4,
+                                       x_T=x_T, progress=False).clamp(-1, 1)
+    torch.testing.assert_close(d, want)  # "heun" is the probability-flow ODE of diffedu.sde, clamped to [-1, 1]
+    with pytest.raises(ValueError, match="steps"):
+        pipeline.sample(m, s, 2, "heun", steps=20, progress=False)
 
 
 # --- Fréchet distance ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     model, schedule, card = load_unet("mnist_unet")
     eps = eps_model(model, labels, w)            # eps_model(x_t, t) for diffedu.samplers
     x = sample(model, schedule, n, "ddim", steps=50, labels=labels, w=1.0)
+    x = sample(model, schedule, n, "heun", steps=25)   # the probability-flow ODE (diffedu.sde)
 
 Conditioning is a closure around the network (lesson 06):
 
@@ -23,6 +24,7 @@ from diffedu.checkpoints import load_checkpoint, load_into
 from diffedu.guidance import cfg_model, check_labels, check_scale
 from diffedu.samplers import check_clip, check_eta, ddim_sample, ddim_timesteps, ddpm_sample
 from diffedu.schedules import NoiseSchedule
+from diffedu.sde import probability_flow_sample, time_grid
 
 from .unet import IMAGE_SHAPE, UNet
 
@@ -69,18 +71,22 @@ def check_schedule_kind(model, schedule: NoiseSchedule) -> None:
 def sample(model: UNet, schedule: NoiseSchedule, n: int, sampler: str = "ddim", steps: int = 50,
            labels=None, w: float = 1.0, generator=None, clip_x0: float | None = 1.0,
            eta: float = 0.0, batch_size: int = 500, progress: bool = True) -> torch.Tensor:
-    """n images in [-1, 1] from the network: sampler "ddpm" (all T steps) or "ddim" (`steps` steps).
+    """n images in [-1, 1] from the network: sampler "ddpm" (all T steps), "ddim" (`steps` steps) or
+    "heun" (`steps` Heun steps of the probability-flow ODE, 2 * steps network calls; the ODE has no
+    x0_hat to clip, so clip_x0 and eta do not apply and the result is clamped to [-1, 1]).
 
     Samples are drawn in batches of `batch_size`; labels: one digit, n digits or None (unconditional);
     w: the classifier-free guidance weight (1 = the plain conditional model).
     """
-    one_of("sampler", sampler, ("ddpm", "ddim"))
+    one_of("sampler", sampler, ("ddpm", "ddim", "heun"))
     positive_int("n", n)
     positive_int("batch_size", batch_size)
     w, eta, clip_x0 = check_scale(w, "w"), check_eta(eta), check_clip(clip_x0)
     check_generator("generator", generator)
     if sampler == "ddim":
         ddim_timesteps(schedule.T, steps)  # raises if steps does not divide T
+    if sampler == "heun":
+        time_grid(schedule.T, steps)  # raises unless 1 <= steps < T
     if model.T != schedule.T:
         raise ValueError(f"the model was trained with T={model.T} but the schedule has T={schedule.T}.")
     check_schedule_kind(model, schedule)
@@ -92,7 +98,12 @@ def sample(model: UNet, schedule: NoiseSchedule, n: int, sampler: str = "ddim", 
         b = min(batch_size, n - i)
         fn = eps_model(model, None if labels is None else labels[i:i + b].to(device), w)
         kw = dict(generator=generator, device=device, clip_x0=clip_x0, progress=progress)
-        x = ddpm_sample(fn, schedule, (b, *IMAGE_SHAPE), **kw) if sampler == "ddpm" else \
-            ddim_sample(fn, schedule, (b, *IMAGE_SHAPE), steps=steps, eta=eta, **kw)
+        if sampler == "ddpm":
+            x = ddpm_sample(fn, schedule, (b, *IMAGE_SHAPE), **kw)
+        elif sampler == "ddim":
+            x = ddim_sample(fn, schedule, (b, *IMAGE_SHAPE), steps=steps, eta=eta, **kw)
+        else:
+            x = probability_flow_sample(fn, schedule, (b, *IMAGE_SHAPE), steps=steps, method="heun",
+                                        generator=generator, device=device, progress=progress).clamp(-1, 1)
         out.append(x.cpu())
     return torch.cat(out)
