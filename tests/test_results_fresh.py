@@ -23,6 +23,8 @@ def shipped(name):
     ("text", "mdlm_weights_sha256", "shakespeare_mdlm"),
     ("text", "ar_weights_sha256", "shakespeare_ar"),
     ("text", "scratch_weights_sha256", "shakespeare_mdlm_scratch"),
+    ("speculative", "mdlm_weights_sha256", "shakespeare_mdlm"),
+    ("speculative", "ar_weights_sha256", "shakespeare_ar"),
     ("guidance", "meta.unet_weights_sha256", "mnist_unet"),
     ("guidance", "meta.guide", "mnist_noisy_classifier"),
     ("guidance", "meta.judge", "mnist_classifier"),
