@@ -172,8 +172,8 @@ def progressive(student, teacher_eps, sample_fn, schedule: NoiseSchedule, start=
     students, teacher = {}, teacher_eps
     for k, n in enumerate(stages(start, end)[:-1]):
         student = copy.deepcopy(student)
-        train_student(student, teacher, sample_fn, schedule, n, first_steps or steps if k == 0 else steps,
-                      batch_size, lr, generator, progress)
+        n_steps = (first_steps or steps) if k == 0 else steps
+        train_student(student, teacher, sample_fn, schedule, n, n_steps, batch_size, lr, generator, progress)
         student.requires_grad_(False)
         students[n // 2] = student
         teacher = as_eps_model(student, schedule)
