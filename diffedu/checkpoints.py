@@ -34,6 +34,8 @@ COMMANDS = {
     "mnist_noisy_classifier": "python -m diffedu.train configs/mnist_noisy_classifier.json --ship",
     "shakespeare_mdlm": "python -m diffedu.train configs/text_mdlm.json --ship",
     "shakespeare_ar": "python -m diffedu.train configs/text_ar.json --ship",
+    "shakespeare_mdlm_genre": "python -m diffedu.train configs/text_mdlm_genre.json "
+                              "--init assets/checkpoints/shakespeare_mdlm.safetensors --ship",
 }
 
 
@@ -194,17 +196,22 @@ def check_config(saved: dict, expected: dict, name: str = "checkpoint"):
         raise ValueError(f"{name} was trained with a different config than this model ({lines})")
 
 
-def load_into(model: torch.nn.Module, name_or_stem, config: dict | None = None) -> dict:
-    """Load a checkpoint's weights into ``model`` (in the model's dtype); return the card."""
+def load_into(model: torch.nn.Module, name_or_stem, config: dict | None = None, new=()) -> dict:
+    """Load a checkpoint's weights into ``model`` (in the model's dtype); return the card.
+
+    new: name prefixes of parameters the checkpoint may lack (a warm start that adds a part, such as
+    a label embedding); they keep the model's own initial values.
+    """
     tensors, card = load_checkpoint(name_or_stem, expected_config=config)
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    missing = sorted(k for k in set(own) - set(tensors) if not k.startswith(tuple(new)))
+    unexpected = sorted(set(tensors) - set(own))
     shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}"
               for k in own if k in tensors and tensors[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         raise ValueError(f"checkpoint {card.get('name', name_or_stem)} does not fit this model: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in tensors.items()}})
     return card
 
 

@@ -147,7 +147,8 @@ class Trainer:
             raise ValueError(f"--init {name_or_path}: its model differs from this config's in {diff} "
                              f"({', '.join(f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in diff)}); "
                              f"use a config with the same model, or train from scratch without --init.")
-        load_into(self.model, name_or_path)  # one clear error if the tensors do not fit
+        new = getattr(self.task, "init_new", ()) if theirs.get("task") != mine["task"] else ()
+        load_into(self.model, name_or_path, new=new)  # one clear error if the tensors do not fit
         self.ema.load_state_dict(self.model.state_dict())
         self.init = dict(checkpoint=card.get("name", str(name_or_path)), weights_sha256=card["weights_sha256"],
                          runs=lineage(card))

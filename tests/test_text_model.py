@@ -45,8 +45,8 @@ def test_rope_scores_depend_on_relative_position_only():
     rot = rope_tables(32, 8)
     q, k = torch.randn(8), torch.randn(8)
     def score(m, n):
-        qm = apply_rope(q.view(1, 1, 1, 8).expand(1, 1, 32, 8), rot)[0, 0, m]
-        kn = apply_rope(k.view(1, 1, 1, 8).expand(1, 1, 32, 8), rot)[0, 0, n]
+        qm = apply_rope(q.view(1, 1, 8).expand(1, 32, 8), rot)[0, m]
+        kn = apply_rope(k.view(1, 1, 8).expand(1, 32, 8), rot)[0, n]
         return (qm * kn).sum()
     assert torch.allclose(score(3, 7), score(20, 24), atol=1e-5)
 

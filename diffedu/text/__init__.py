@@ -6,9 +6,12 @@
     masked      log-linear schedule, forward masking, the MDLM loss, ELBO in bits/char     (lesson 10)
     samplers    ancestral, low-confidence remasking, semi-AR blocks, infilling          (lesson 10)
     autoregressive  the twin: exact chain-rule likelihood, decoding with a KV cache      (lesson 11)
-    tasks       MaskedLMTask, CausalLMTask for `python -m diffedu.train configs/text_*.json`
+    speculative the diffusion LM drafts, the twin verifies, exactly                    (lesson 14)
+    genre       First Folio genres of the plays; the genre judge                       (lesson 15)
+    guidance    classifier-free guidance in logit space; diversity measures           (lesson 15)
+    tasks       MaskedLMTask, CausalLMTask, GenreMaskedLMTask for `python -m diffedu.train configs/text_*.json`
 """
-from . import autoregressive, discrete, masked, model, samplers, tokenizer
+from . import autoregressive, discrete, genre, guidance, masked, model, samplers, tokenizer
 from .autoregressive import ar_bits_per_char, ar_generate
 from .masked import elbo_bits_per_char, masked_diffusion_loss
 from .model import Transformer, build_model
@@ -17,6 +20,6 @@ from .tokenizer import MASK_CHAR, CharTokenizer, shakespeare_tokenizer
 
 
 def load_pretrained(name: str = "shakespeare_mdlm", device=None):
-    """(model, tokenizer, card) for a shipped checkpoint: 'shakespeare_mdlm' or 'shakespeare_ar'."""
+    """(model, tokenizer, card) for a shipped checkpoint: 'shakespeare_mdlm', 'shakespeare_ar', ... (assets/)."""
     from .tasks import load_text_model
     return load_text_model(name, device)

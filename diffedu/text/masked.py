@@ -135,7 +135,7 @@ def _batched(windows, batch_size):
 
 @torch.no_grad()
 def elbo_bits_per_char(model, windows: torch.Tensor, mask_id: int, repeats: int = 4, batch_size: int = 64,
-                       generator=None, progress: bool = True, maskable=None, hidden=None) -> dict:
+                       generator=None, progress: bool = True, maskable=None, hidden=None, y=None) -> dict:
     """Bits/char bound of a masked diffusion LM on windows (N, L), with its Monte Carlo error.
 
     Each repeat draws a fresh t and mask for every window and averages equation (3) over all
@@ -143,12 +143,15 @@ def elbo_bits_per_char(model, windows: torch.Tensor, mask_id: int, repeats: int 
     Carlo error of the reported number (the windows themselves are fixed).
     maskable (L,) bool: score only those positions, given all the others (e.g. a span to infill);
     hidden (L,) bool: positions kept masked throughout (e.g. the right side, to condition on the left only).
+    y (N,) int64: the label of each window, for a labelled model (lesson 15); None: no label.
     Returns {"bpc", "mc_se", "repeats": [...], "chars"}.
     """
     if not isinstance(repeats, int) or repeats < 2:
         raise ValueError(f"repeats must be an int >= 2 (needed for an error bar), got {repeats!r}.")
     _validate.positive_int("batch_size", batch_size)
     _validate.generator("generator", generator)
+    if y is not None and (not torch.is_tensor(y) or y.shape != windows.shape[:1]):
+        raise ValueError(f"y must hold one label per window, shape ({windows.shape[0]},).")
     if hidden is not None and (maskable is None or (hidden & maskable).any()):
         raise ValueError("hidden positions need a separate maskable span to score (and must not overlap it).")
     was_training = model.training
@@ -159,8 +162,10 @@ def elbo_bits_per_char(model, windows: torch.Tensor, mask_id: int, repeats: int 
     bar = tqdm(total=repeats * math.ceil(windows.shape[0] / batch_size), desc="ELBO", disable=not progress)
     for _ in range(repeats):
         total = 0.0
-        for x0 in _batched(windows, batch_size):
-            nelbo = nelbo_per_sequence(model, x0.to(device), mask_id, generator, maskable=maskable, hidden=hidden)
+        labels = _batched(y, batch_size) if y is not None else iter(lambda: None, 0)
+        for x0, yb in zip(_batched(windows, batch_size), labels):
+            net = model if yb is None else (lambda z, yb=yb.to(device): model(z, y=yb))
+            nelbo = nelbo_per_sequence(net, x0.to(device), mask_id, generator, maskable=maskable, hidden=hidden)
             total += nelbo.double().sum().item()
             bar.update()
         per_repeat.append(total / (windows.shape[0] * L * LN2))

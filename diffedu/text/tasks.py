@@ -133,6 +133,75 @@ class MaskedLMTask(_TextTask):
         _write_sample(out_dir, step, text)
 
 
+class GenreMaskedLMTask(MaskedLMTask):
+    """The masked diffusion LM with a genre label (lesson 15), trained with label dropout.
+
+    Windows come from the 32 training plays of the First Folio, a genre drawn uniformly for each
+    (text.genre); with probability p_uncond the label is replaced by the null label, so one network
+    learns p(x | genre) and p(x), the two halves of classifier-free guidance. --init may name the
+    unlabelled model: the label embedding is new and starts at zero.
+    """
+
+    init_tasks = ("diffedu.text.tasks:MaskedLMTask",)
+    init_may_differ = ("num_classes",)
+    init_new = ("label_embed.",)  # parameters an unlabelled checkpoint lacks (they start at zero)
+
+    def __init__(self, config: dict, device):
+        from .genre import GENRES
+        if config.get("model", {}).get("num_classes") != len(GENRES):
+            raise ValueError(f"GenreMaskedLMTask needs model.num_classes = {len(GENRES)} {GENRES}.")
+        super().__init__(config, device)
+        if self.adapt is not None:
+            raise ValueError("GenreMaskedLMTask starts from a masked diffusion LM; 'adapt' is for the twin.")
+        self.init_tasks = type(self).init_tasks
+        self.p_uncond = _validate_probability(config.get("p_uncond", 0.2))
+        self.architecture += f", genre label (3 + null, dropout {self.p_uncond})"
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        from .genre import random_genre_windows
+        while True:
+            x0, y = random_genre_windows(self.batch_size, self.context, generator)
+            drop = torch.rand(y.shape, generator=generator) < self.p_uncond
+            y = torch.where(drop, self.model.num_classes, y)  # the null label
+            t = masked.sample_t(x0.shape[0], generator)
+            z_t = masked.forward_mask(x0, t, self.tok.mask_id, generator)
+            yield tuple(v.to(self.device) for v in (x0, z_t, t, y))
+
+    def loss(self, model, batch):
+        x0, z_t, t, y = batch
+        nll = masked.masked_nll(lambda z: model(z, y=y), x0, z_t, self.tok.mask_id)
+        return (masked.loss_weight(t) * nll).mean() / x0.shape[1]
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        """The bound on the validation plays' windows, with their genre and without (null label)."""
+        from .genre import genre_windows
+        x, y = genre_windows("val", self.context, 128)
+        out = {}
+        for name, label in (("genre", y), ("null", None)):
+            r = masked.elbo_bits_per_char(ema_model, x, self.tok.mask_id, self.eval_cfg["repeats"], 64,
+                                          torch.Generator().manual_seed(0), progress=False, y=label)
+            out[f"val_bpc_elbo_{name}"], out[f"val_bpc_mc_se_{name}"] = r["bpc"], r["mc_se"]
+        return out
+
+    @torch.no_grad()
+    def validate(self, ema_model) -> dict:
+        from .genre import genre_windows
+        x, y = genre_windows("val", self.context, 22)
+        r = masked.elbo_bits_per_char(ema_model, x, self.tok.mask_id, 2, 66,
+                                      torch.Generator().manual_seed(0), progress=False, y=y)
+        return {"val_bpc_64": r["bpc"]}
+
+    def on_checkpoint(self, ema_model, step, out_dir):
+        pass
+
+
+def _validate_probability(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"p_uncond must be a probability in [0, 1), got {p!r}.")
+    return float(p)
+
+
 class CausalLMTask(_TextTask):
     """Autoregressive twin: the same transformer with a causal mask, loss = next-character NLL."""
 
