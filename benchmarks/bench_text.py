@@ -21,10 +21,8 @@ checkpoints, which lessons 10 and 11 load and check against the shipped weights)
 """
 import argparse
 import json
-import math
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -34,14 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from diffedu.runtime import seed_everything  # noqa: E402
 from diffedu.text import autoregressive, load_pretrained, masked, samplers  # noqa: E402
+from diffedu.text.guidance import unigram_entropy  # noqa: E402
 from diffedu.text.tokenizer import eval_windows  # noqa: E402
-
-
-def unigram_entropy(texts) -> float:
-    """Entropy (bits) of the character frequencies pooled over texts."""
-    counts = Counter("".join(texts))
-    n = sum(counts.values())
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
 def count_calls(model):

@@ -11,12 +11,11 @@ Measures training tokens per second (forward + backward + AdamW step) of
 interleaved round by round so that a busy machine slows all of them alike, plus the GFLOP/s of a
 large fp32 matmul on the same thread(s) as the ceiling. Writes benchmarks/results/train_throughput.json.
 
-The reference of each model has its attention pattern: the twin is compared with the causal
-nanoGPT-style model, the bidirectional diffusion LM with the same nanoGPT-style model with full
-attention ("nanogpt_bidir", on the masked inputs with its MDLM loss). Full attention does twice the
-work of causal attention in the scores and values (about 12% more arithmetic at this shape), so a
-bidirectional model measured against a causal one would be slower for a reason that has nothing to
-do with its implementation.
+The reference of each model has its attention pattern and its loss: the twin is compared with the
+causal nanoGPT-style model (next-character loss), the bidirectional diffusion LM with the same
+nanoGPT-style model with full attention ("nanogpt_bidir", on the same masked inputs with the MDLM
+loss); the ratio to the causal model is reported for both as well. Runs on a shared machine vary
+by a few percent: compare ratios from one run, never across runs.
 """
 import argparse
 import json
