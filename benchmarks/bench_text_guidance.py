@@ -1,6 +1,6 @@
 """Classifier-free guidance for the masked diffusion LM: genre accuracy and diversity against w.
 
-    python benchmarks/bench_text_guidance.py            # w in {0, 1, 2, 3, 4}, 40 samples per genre
+    python benchmarks/bench_text_guidance.py            # w in {0, 1, 5, 10, 20, 40}, 32 samples per genre
     python benchmarks/bench_text_guidance.py --quick    # 2 samples per genre, 8 steps (a smoke test;
                                                         # writes nothing unless --out is given)
 
@@ -81,8 +81,8 @@ def to_markdown(res) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--w", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0])
-    p.add_argument("--n", type=int, default=40, help="samples per genre and w")
+    p.add_argument("--w", type=float, nargs="+", default=[0.0, 1.0, 5.0, 10.0, 20.0, 40.0])
+    p.add_argument("--n", type=int, default=32, help="samples per genre and w")
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)

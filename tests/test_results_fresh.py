@@ -25,6 +25,8 @@ def shipped(name):
     ("text", "scratch_weights_sha256", "shakespeare_mdlm_scratch"),
     ("speculative", "mdlm_weights_sha256", "shakespeare_mdlm"),
     ("speculative", "ar_weights_sha256", "shakespeare_ar"),
+    ("text_guidance", "meta.genre_weights_sha256", "shakespeare_mdlm_genre"),
+    ("text_guidance", "meta.ar_weights_sha256", "shakespeare_ar"),
     ("guidance", "meta.unet_weights_sha256", "mnist_unet"),
     ("guidance", "meta.guide", "mnist_noisy_classifier"),
     ("guidance", "meta.judge", "mnist_classifier"),
