@@ -14,6 +14,8 @@ import json
 
 import torch
 
+from diffedu import _validate
+
 from . import autoregressive, masked
 from .model import build_model
 from .tokenizer import eval_windows, random_windows, shakespeare_ids, shakespeare_tokenizer
@@ -154,7 +156,9 @@ class GenreMaskedLMTask(MaskedLMTask):
         if self.adapt is not None:
             raise ValueError("GenreMaskedLMTask starts from a masked diffusion LM; 'adapt' is for the twin.")
         self.init_tasks = type(self).init_tasks
-        self.p_uncond = _validate_probability(config.get("p_uncond", 0.2))
+        self.p_uncond = _validate.probability("p_uncond", config.get("p_uncond", 0.2))
+        if self.p_uncond == 1:
+            raise ValueError("p_uncond = 1 would drop every label: the model would never see a genre.")
         self.architecture += f", genre label (3 + null, dropout {self.p_uncond})"
 
     def batches(self, generator, rank: int = 0, world_size: int = 1):
@@ -191,15 +195,6 @@ class GenreMaskedLMTask(MaskedLMTask):
         r = masked.elbo_bits_per_char(ema_model, x, self.tok.mask_id, 2, 66,
                                       torch.Generator().manual_seed(0), progress=False, y=y)
         return {"val_bpc_64": r["bpc"]}
-
-    def on_checkpoint(self, ema_model, step, out_dir):
-        pass
-
-
-def _validate_probability(p):
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ValueError(f"p_uncond must be a probability in [0, 1), got {p!r}.")
-    return float(p)
 
 
 class CausalLMTask(_TextTask):
