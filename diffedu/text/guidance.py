@@ -24,7 +24,8 @@ label and the null label together. Judging samples (text.genre has the judge):
     unigram entropy   H = -sum_c f_c log2 f_c over the pooled character frequencies f_c     (3)
     distinct-n        (number of distinct word n-grams) / (number of word n-grams), pooled    (4)
 
-Both fall when guidance trades diversity for the label, the trade-off lesson 08 measured.
+For digits (lesson 08) guidance traded diversity for the label; lesson 15 measures both against w
+for text, together with the twin's bits per character of the samples.
 """
 import math
 from collections import Counter
@@ -73,6 +74,7 @@ class GuidedDenoiser(nn.Module):
     def forward(self, z_t: torch.Tensor) -> torch.Tensor:
         B = z_t.shape[0]
         self.calls += 1
+        # w = 0 and w = 1 need one prediction only; their logits give (2) once the sampler normalises them
         if self.w == 0:  # exactly the unconditional model: one call on the null label
             return self.model(z_t, y=None)
         if self.w == 1:  # exactly the conditional model

@@ -28,6 +28,7 @@ about eps of the integral (a 0.1% effect, below the Monte Carlo error we report)
 Bits per character = NELBO / (L ln 2) for windows of L characters; it upper-bounds the model's
 exact -log2 p(x) / L. The autoregressive twin's exact value is in `autoregressive.py`.
 """
+import itertools
 import math
 
 import torch
@@ -162,7 +163,7 @@ def elbo_bits_per_char(model, windows: torch.Tensor, mask_id: int, repeats: int 
     bar = tqdm(total=repeats * math.ceil(windows.shape[0] / batch_size), desc="ELBO", disable=not progress)
     for _ in range(repeats):
         total = 0.0
-        labels = _batched(y, batch_size) if y is not None else iter(lambda: None, 0)
+        labels = _batched(y, batch_size) if y is not None else itertools.repeat(None)
         for x0, yb in zip(_batched(windows, batch_size), labels):
             net = model if yb is None else (lambda z, yb=yb.to(device): model(z, y=yb))
             nelbo = nelbo_per_sequence(net, x0.to(device), mask_id, generator, maskable=maskable, hidden=hidden)
