@@ -9,9 +9,11 @@
     speculative the diffusion LM drafts, the twin verifies, exactly                    (lesson 14)
     genre       First Folio genres of the plays; the genre judge                       (lesson 15)
     guidance    classifier-free guidance in logit space; diversity measures           (lesson 15)
-    tasks       MaskedLMTask, CausalLMTask, GenreMaskedLMTask for `python -m diffedu.train configs/text_*.json`
+    uniform     uniform-noise diffusion (UDLM): forward, posterior, continuous-time ELBO, sampler
+    gidd        masking and uniform noise mixed by one parameter; the jump-process ELBO; self-correcting sampler
+    tasks       the training tasks of `python -m diffedu.train configs/text_*.json`
 """
-from . import autoregressive, discrete, genre, guidance, masked, model, samplers, tokenizer
+from . import autoregressive, discrete, genre, gidd, guidance, masked, model, samplers, tokenizer, uniform
 from .autoregressive import ar_bits_per_char, ar_generate
 from .masked import elbo_bits_per_char, masked_diffusion_loss
 from .model import Transformer, build_model

@@ -2,6 +2,9 @@
 
     python -m diffedu.train configs/text_mdlm.json --ship   # masked diffusion LM  -> shakespeare_mdlm
     python -m diffedu.train configs/text_ar.json   --ship   # its autoregressive twin -> shakespeare_ar
+    python -m diffedu.train configs/text_udlm.json --ship   # uniform-noise diffusion LM -> shakespeare_udlm
+    python -m diffedu.train configs/text_gidd.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors
+                                                            # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd
 
 The two configs are identical except for the task (and so model.causal). Both tasks:
     batches   random windows of `context` characters from the training plays;
@@ -16,7 +19,7 @@ import torch
 
 from diffedu import _validate
 
-from . import autoregressive, masked
+from . import autoregressive, gidd, masked, uniform
 from .model import build_model
 from .tokenizer import eval_windows, random_windows, shakespeare_ids, shakespeare_tokenizer
 
@@ -195,6 +198,88 @@ class GenreMaskedLMTask(MaskedLMTask):
         r = masked.elbo_bits_per_char(ema_model, x, self.tok.mask_id, 2, 66,
                                       torch.Generator().manual_seed(0), progress=False, y=y)
         return {"val_bpc_64": r["bpc"]}
+
+
+class UniformLMTask(_TextTask):
+    """Uniform-noise diffusion LM (UDLM, text.uniform): the masked model's transformer, no mask token.
+
+    Each character is redrawn uniformly among the K characters with probability t (eq. 1 of
+    text.uniform); the loss is the continuous-time NELBO (3) there. The transformer keeps the
+    tokenizer's vocabulary (K characters + mask) so its shape matches the masked model's, but the
+    mask logit is never used.
+    """
+
+    causal = False
+
+    def __init__(self, config: dict, device):
+        super().__init__(config, device)
+        self.K = self.tok.mask_id  # the characters are ids 0..K-1; the mask is id K
+        self.architecture = self.architecture.replace("masked diffusion", "uniform-noise diffusion")
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        for x0 in self._windows(generator):
+            t = masked.sample_t(x0.shape[0], generator).clamp(max=1.0 - masked.EPS_T)
+            z_t = uniform.forward_uniform(x0, t, self.K, generator)
+            yield tuple(v.to(self.device) for v in (x0, z_t, t))
+
+    def loss(self, model, batch):
+        x0, z_t, t = batch
+        return uniform.nelbo_terms(x0, z_t, t, uniform.x_theta(model(z_t), self.K)).mean() / x0.shape[1]
+
+    def _bound(self, model, windows, repeats):
+        return uniform.elbo_bits_per_char(model, windows, self.K, repeats, 64, torch.Generator().manual_seed(0),
+                                          progress=False)
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        cfg = self.eval_cfg
+        r = self._bound(ema_model, eval_windows("val", self.context, cfg["windows"]), cfg["repeats"])
+        return {"val_bpc_elbo": r["bpc"], "val_bpc_mc_se": r["mc_se"], "val_chars": r["chars"]}
+
+    @torch.no_grad()
+    def validate(self, ema_model) -> dict:
+        """A quick point of the learning curve: the bound on 64 validation windows (2 repeats)."""
+        return {"val_bpc_64": self._bound(ema_model, eval_windows("val", self.context, 64), 2)["bpc"]}
+
+    def on_checkpoint(self, ema_model, step, out_dir):
+        gen = torch.Generator().manual_seed(step)
+        z, _ = uniform.sample(ema_model, (1, min(self.context, 200)), self.K, 64, gen, progress=False)
+        _write_sample(out_dir, step, self.tok.decode(z[0]))
+
+
+class GiddLMTask(UniformLMTask):
+    """Masking and uniform noise mixed by one parameter p_u (text.gidd, eq. 1): p_u = 0 is the masked model.
+
+    --init may name the masked or the uniform-noise model (same transformer): the settings of p_u are
+    then trained briefly from the same start.
+    """
+
+    init_tasks = ("diffedu.text.tasks:MaskedLMTask", "diffedu.text.tasks:UniformLMTask")
+
+    def __init__(self, config: dict, device):
+        super().__init__(config, device)
+        self.p_u = gidd.check_p_u(config.get("p_u", 0.5))
+        self.architecture = self.architecture.replace("uniform-noise diffusion",
+                                                      f"masked + uniform noise (p_u = {self.p_u:g}) diffusion")
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        for x0 in self._windows(generator):
+            t = masked.sample_t(x0.shape[0], generator).clamp(max=1.0 - masked.EPS_T)
+            z_t = gidd.forward_noise(x0, t, self.p_u, self.K, generator)
+            yield tuple(v.to(self.device) for v in (x0, z_t, t))
+
+    def loss(self, model, batch):
+        x0, z_t, t = batch
+        return gidd.nelbo_terms(x0, z_t, t, uniform.x_theta(model(z_t), self.K), self.p_u).mean() / x0.shape[1]
+
+    def _bound(self, model, windows, repeats):
+        return gidd.elbo_bits_per_char(model, windows, self.p_u, self.K, repeats, 64,
+                                       torch.Generator().manual_seed(0), progress=False)
+
+    def on_checkpoint(self, ema_model, step, out_dir):
+        gen = torch.Generator().manual_seed(step)
+        z, _ = gidd.sample(ema_model, (1, min(self.context, 200)), self.p_u, self.K, 64, gen, progress=False)
+        _write_sample(out_dir, step, self.tok.decode(z[0]))
 
 
 class CausalLMTask(_TextTask):
