@@ -11,9 +11,10 @@
     guidance    classifier-free guidance in logit space; diversity measures           (lesson 15)
     uniform     uniform-noise diffusion (UDLM): forward, posterior, continuous-time ELBO, sampler
     gidd        masking and uniform noise mixed by one parameter; the jump-process ELBO; self-correcting sampler
+    embedding   Gaussian diffusion on learned character embeddings, rounding, self-conditioning (Diffusion-LM)
     tasks       the training tasks of `python -m diffedu.train configs/text_*.json`
 """
-from . import autoregressive, discrete, genre, gidd, guidance, masked, model, samplers, tokenizer, uniform
+from . import autoregressive, discrete, embedding, genre, gidd, guidance, masked, model, samplers, tokenizer, uniform
 from .autoregressive import ar_bits_per_char, ar_generate
 from .masked import elbo_bits_per_char, masked_diffusion_loss
 from .model import Transformer, build_model

@@ -5,6 +5,7 @@
     python -m diffedu.train configs/text_udlm.json --ship   # uniform-noise diffusion LM -> shakespeare_udlm
     python -m diffedu.train configs/text_gidd.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors
                                                             # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd
+    python -m diffedu.train configs/text_embed.json --ship  # Gaussian diffusion on embeddings -> shakespeare_embed
 
 The two configs are identical except for the task (and so model.causal). Both tasks:
     batches   random windows of `context` characters from the training plays;
@@ -280,6 +281,56 @@ class GiddLMTask(UniformLMTask):
         gen = torch.Generator().manual_seed(step)
         z, _ = gidd.sample(ema_model, (1, min(self.context, 200)), self.p_u, self.K, 64, gen, progress=False)
         _write_sample(out_dir, step, self.tok.decode(z[0]))
+
+
+class EmbeddingLMTask(_TextTask):
+    """Gaussian diffusion on learned character embeddings with rounding (text.embedding, Diffusion-LM).
+
+    model: the masked model's sizes plus d_emb; self-conditioning on half of the batches (Chen et al. 2022).
+    """
+
+    causal = False
+
+    def __init__(self, config: dict, device):
+        from .embedding import EmbeddingDenoiser
+        cfg = dict(config.get("model", {}))
+        if cfg.pop("causal", False):
+            raise ValueError("EmbeddingLMTask needs model.causal = false.")
+        self.config, self.device = config, torch.device(device)
+        self.tok = shakespeare_tokenizer()
+        self.context = self.units_per_example = cfg["context"]
+        self.batch_size = config.get("batch_size", 32)
+        self.model = EmbeddingDenoiser(self.tok.vocab_size, **cfg).to(self.device)
+        self.eval_cfg = {**DEFAULT_EVAL, **config.get("eval", {})}
+        self.p_self_cond = _validate.probability("p_self_cond", config.get("p_self_cond", 0.5))
+        self.architecture = (f"Gaussian diffusion on {cfg.get('d_emb', 16)}-d character embeddings (sqrt schedule, "
+                             f"x0-prediction, self-conditioning, rounding), bidirectional pre-norm transformer with "
+                             f"RoPE, {cfg['n_layers']} layers, d_model {cfg['d_model']}, context {self.context}")
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        for w in self._windows(generator):
+            t = torch.rand(w.shape[0], generator=generator)
+            self_cond = bool(torch.rand((), generator=generator) < self.p_self_cond)
+            yield w.to(self.device), t.to(self.device), self_cond
+
+    def loss(self, model, batch):
+        from .embedding import loss
+        w, t, self_cond = batch
+        return loss(model, w, t, None, self_cond)[0]  # eps from torch's RNG, which the trainer re-seeds
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        from .embedding import rounding_accuracy
+        windows = eval_windows("val", self.context, 64)
+        acc = rounding_accuracy(ema_model, windows, (0.1, 0.3, 0.5, 0.7, 0.9), torch.Generator().manual_seed(0))
+        return {f"val_rounding_acc_t{t:g}": a for t, a in acc.items()}
+
+    validate = evaluate
+
+    def on_checkpoint(self, ema_model, step, out_dir):
+        from .embedding import sample
+        ids = sample(ema_model, (1, min(self.context, 200)), 100, torch.Generator().manual_seed(step), progress=False)
+        _write_sample(out_dir, step, self.tok.decode(ids[0]))
 
 
 class CausalLMTask(_TextTask):
