@@ -4,6 +4,7 @@
     eps = eps_model(model, labels, w)            # eps_model(x_t, t) for diffedu.samplers
     x = sample(model, schedule, n, "ddim", steps=50, labels=labels, w=1.0)
     x = sample(model, schedule, n, "heun", steps=25)   # the probability-flow ODE (diffedu.sde)
+    x = flow_sample(model, n, steps=50, method="euler")  # a U-Net trained by flow matching (FlowMatchingTask)
 
 Conditioning is a closure around the network (lesson 06):
 
@@ -107,3 +108,37 @@ def sample(model: UNet, schedule: NoiseSchedule, n: int, sampler: str = "ddim", 
                                         generator=generator, device=device, progress=progress).clamp(-1, 1)
         out.append(x.cpu())
     return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- a U-Net trained by flow matching
+def velocity_model(model: UNet, labels=None, w: float = 1.0):
+    """A flow-matching U-Net as velocity(x, t) for diffedu.flow.sample: x (N, 784) flat, t (N,) in [0, 1].
+
+    The network reads the time as T t (its sinusoidal time embedding was made for 0..T); labels and
+    w as in eps_model (classifier-free guidance mixes velocities exactly as it mixes noise predictions).
+    """
+    net = eps_model(model, labels, w)                                 # the same closure: inputs in, outputs out
+    return lambda x, t: net(x.view(-1, *IMAGE_SHAPE), t * model.T).flatten(1)
+
+
+@torch.no_grad()
+def flow_sample(model: UNet, n: int, steps: int = 50, method: str = "euler", labels=None, w: float = 1.0,
+                generator=None, batch_size: int = 500, progress: bool = True) -> torch.Tensor:
+    """n images from a flow-matching U-Net: `steps` Euler or Heun steps of dx/dt = v(x, t) from noise at t = 0
+    to data at t = 1 (diffedu.flow eq. 12, 13), in batches; clamped to [-1, 1]."""
+    from diffedu import flow
+    positive_int("n", n)
+    positive_int("batch_size", batch_size)
+    check_generator("generator", generator)
+    flow.nfe(method, steps)                                           # checks method and steps
+    if labels is not None:
+        labels = check_labels(labels, model.num_classes or 10, batch=n)
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        v = velocity_model(model, None if labels is None else labels[i:i + b].to(device), w)
+        x_0 = torch.randn(b, 28 * 28, generator=generator)                   # noise at t = 0
+        out.append(flow.sample(v, x_0.to(device), steps, method, progress=progress).view(b, *IMAGE_SHAPE).cpu())
+    return torch.cat(out).clamp(-1, 1)
+

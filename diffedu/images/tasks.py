@@ -9,6 +9,8 @@ A task owns the model, the data and the loss; the trainer (diffedu.train) owns t
 
   and with probability ``p_uncond`` replaces the label y by the null class (label dropout),
   so that the one network also learns the unconditional model (classifier-free guidance).
+* ``FlowMatchingTask`` trains the same U-Net as a velocity field by conditional flow matching
+  (``flow_matching_loss``, the OT path of diffedu.flow): same data, labels and label dropout.
 * ``ClassifierTask``: cross-entropy of the clean judge on (randomly shifted) clean digits.
 * ``NoisyClassifierTask``: cross-entropy of the noise-aware guide on x_t = q_sample(x0, t),
   t ~ U{0..T}, with the U-Net's schedule.
@@ -135,6 +137,79 @@ class DDPMTask:
                 out[f"fd_ddim50_{name}_n{n}"] = round(metrics.frechet_distance(x, real_test, judge), 3)
                 if lab is None:
                     break
+        return out
+
+
+# ----------------------------------------------------------------------------- flow matching
+def flow_matching_loss(model, x1, y, p_uncond: float = 0.1, generator=None):
+    """Conditional flow matching on the OT path (diffedu.flow eqs. 1-3), for images:
+
+        x_t = t x_1 + (1 - t) x_0,   x_0 ~ N(0, I),  x_1 a digit,  t ~ U[0, 1)
+        L(theta) = E || v_theta(x_t, t, y) - (x_1 - x_0) ||^2        (the U-Net reads the time as T t)
+
+    Label dropout as in ddpm_loss.
+    """
+    weight = next(model.parameters(), None)
+    image_batch("images", x1, dtype=None if weight is None else weight.dtype)
+    check_generator("generator", generator)
+    p_uncond = probability("p_uncond", p_uncond)
+    B = x1.shape[0]
+    t = torch.rand(B, generator=generator, device="cpu").to(x1)
+    x0 = torch.randn(x1.shape, generator=generator, device="cpu").to(x1)
+    x_t = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0
+    if y is not None:
+        drop = torch.rand(B, device="cpu", generator=generator).to(x1.device) < p_uncond
+        y = torch.where(drop, torch.full_like(y, null_class(model)), y)
+    T = getattr(model, "module", model).T
+    return F.mse_loss(model(x_t, t * T, y).float(), x1 - x0)
+
+
+class FlowMatchingTask(DDPMTask):
+    """The same U-Net, trained by flow matching instead of the DDPM loss (the course's head-to-head)."""
+
+    architecture = DDPMTask.architecture + ", trained as a velocity field (flow matching, OT path)"
+
+    def loss(self, model, batch):
+        x1, y = batch
+        return flow_matching_loss(model, x1, y if self.model.num_classes else None, self.p_uncond)
+
+    @torch.no_grad()
+    def on_checkpoint(self, ema_model, step: int, out_dir) -> None:
+        """Every `sample_every` steps write out_dir/samples_STEP.png: 2 Euler-20 samples per digit (EMA)."""
+        if step % self.config.get("sample_every", 1000):
+            return
+        import matplotlib
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from torchvision.utils import make_grid
+
+        from .pipeline import flow_sample
+        labels = torch.arange(10).repeat(2) if self.model.num_classes else None
+        x = flow_sample(ema_model, 20, 20, "euler", labels, generator=torch.Generator().manual_seed(0), progress=False)
+        plt.imsave(Path(out_dir) / f"samples_{step:06d}.png", make_grid(x * 0.5 + 0.5, nrow=10).permute(1, 2, 0).numpy())
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        """The held-out loss on 2,000 test digits (fixed t and noise) and, with eval_fd_n = n > 0, the FD of
+        n Euler-50 samples (conditional, labels 0..9 in turn, and unconditional) and the floor at that n."""
+        from diffedu import metrics
+
+        from .pipeline import flow_sample
+        x_test, y_test = data.mnist("test").tensors
+        g = torch.Generator().manual_seed(1234)
+        mse = sum(flow_matching_loss(ema_model, x_test[i:i + 500].to(self.device), y_test[i:i + 500].to(self.device),
+                                     0.0, g).item() for i in range(0, 2000, 500)) / 4
+        out = {"test_velocity_mse_n2000": round(mse, 5)}
+        n = self.config.get("eval_fd_n", 1000)
+        if n:
+            judge = load("mnist_classifier")
+            real_test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+            real_train = data.mnist("train").tensors[0][torch.randperm(60000, generator=g)[:n]]
+            out[f"fd_floor_train_vs_test_n{n}"] = round(metrics.frechet_distance(real_train, real_test, judge), 3)
+            for name, lab in [("conditional", torch.arange(n) % 10), ("unconditional", None)]:
+                x = flow_sample(ema_model, n, 50, "euler", lab, generator=torch.Generator().manual_seed(0),
+                                progress=False)
+                out[f"fd_euler50_{name}_n{n}"] = round(metrics.frechet_distance(x, real_test, judge), 3)
         return out
 
 

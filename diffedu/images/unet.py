@@ -167,7 +167,7 @@ class UNet(nn.Module):
         emb = self.time_mlp(sinusoidal_embedding(t, self.ch))
         if self.class_emb is not None:
             if y is None:
-                y = torch.full_like(t, self.null_class)
+                y = torch.full(t.shape, self.null_class, dtype=torch.long, device=t.device)
             emb = emb + self.class_emb(y)
         return emb
 
@@ -192,10 +192,11 @@ class UNet(nn.Module):
     def _check_inputs(self, x, t, y):
         # noisy images have no fixed range; x_t must have the network's dtype
         image_batch("x_t", x, IMAGE_SHAPE, value_range=None, dtype=self.conv_in.weight.dtype)
-        if not torch.is_tensor(t) or t.dtype != torch.long or t.shape != (x.shape[0],):
-            raise TypeError(f"t must be a LongTensor of shape ({x.shape[0]},) with one timestep per image.")
-        if bool(((t < 0) | (t > self.T)).any()):
-            raise ValueError(f"timesteps must be in 0..{self.T}, got values in [{int(t.min())}, {int(t.max())}].")
+        if not torch.is_tensor(t) or t.shape != (x.shape[0],) or not (t.dtype == torch.long or t.is_floating_point()):
+            raise TypeError(f"t must be a tensor of shape ({x.shape[0]},) with one time per image: integer "
+                            f"timesteps 0..{self.T}, or (flow matching) a continuous time scaled to [0, {self.T}].")
+        if bool(((t < 0) | (t > self.T)).any()) or bool(torch.isnan(t).any()):
+            raise ValueError(f"timesteps must be in 0..{self.T}, got values in [{t.min().item():g}, {t.max().item():g}].")
         if y is None:
             return
         if self.class_emb is None:
