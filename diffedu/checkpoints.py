@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 
 # The command that (re)makes each shipped checkpoint; quoted in every "missing" error.
 COMMANDS = {
-    "mnist_unet": "python -m diffedu.train configs/mnist_unet.json --ship",
+    "mnist_unet": "python -m diffedu.train configs/mnist_unet.json --ship, then python -m diffedu.train "
+                  "configs/mnist_unet_more.json --init assets/checkpoints/mnist_unet.safetensors --ship",
     "mnist_classifier": "python -m diffedu.train configs/mnist_classifier.json --ship",
     "mnist_noisy_classifier": "python -m diffedu.train configs/mnist_noisy_classifier.json --ship",
     "shakespeare_mdlm": "python -m diffedu.train configs/text_mdlm.json --ship",
