@@ -153,6 +153,7 @@ def test_the_gidd_task_warm_starts_from_the_masked_model(tmp_path):
     b1, b2 = (next(trainer.task.batches(torch.Generator().manual_seed(3))) for _ in range(2))
     assert all(torch.equal(u, v) for u, v in zip(b1, b2))
     assert 0.5 < trainer.task.loss(trainer.model, b1).item() < 6.0
+    assert 1.0 < trainer.task.validate(trainer.model)["val_bpc_64"] < 20.0     # the bound runs, in bits/char
     with pytest.raises(ValueError, match="p_u"):
         Trainer({**tiny, "p_u": 2.0}, tmp_path / "b")
     full = Trainer(cfg, tmp_path / "c")

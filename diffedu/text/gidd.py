@@ -34,7 +34,6 @@ the same formula is eq. (3) of uniform.py. The reverse step t -> s (s < t) is Ba
 transition of (1) from s to t, q(z_t = i | z_s = j) = (alpha_t / alpha_s) 1{i = j} + [(1 - alpha_t) pi_t
 - (alpha_t / alpha_s)(1 - alpha_s) pi_s]_i, and x_theta in place of x (eq. 4 in `posterior_probs`).
 """
-import math
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +41,8 @@ from tqdm.auto import tqdm
 
 from diffedu import _validate
 
-from .masked import EPS_T, LN2, _batched, sample_t
-from .uniform import _check_t, x_theta
+from .masked import EPS_T, sample_t
+from .uniform import _check_t, mc_bits_per_char, x_theta
 
 
 def check_p_u(p_u) -> float:
@@ -124,31 +123,14 @@ def nelbo_per_sequence(model, x0: torch.Tensor, p_u: float, K: int, generator=No
     return nelbo_terms(x0, z_t, t, x_theta(model(z_t), K), p_u)
 
 
-@torch.no_grad()
 def elbo_bits_per_char(model, windows: torch.Tensor, p_u: float, K: int, repeats: int = 4, batch_size: int = 64,
                        generator=None, progress: bool = True) -> dict:
     """Bits/char bound (3) on windows (N, L) with its Monte Carlo error (protocol of masked.elbo_bits_per_char)."""
-    if not isinstance(repeats, int) or repeats < 2:
-        raise ValueError(f"repeats must be an int >= 2 (needed for an error bar), got {repeats!r}.")
     p_u = check_p_u(p_u)
     _validate.generator("generator", generator)
     _clean_ids("windows", windows, K)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    per_repeat = []
-    bar = tqdm(total=repeats * math.ceil(windows.shape[0] / batch_size), desc="ELBO", disable=not progress)
-    for _ in range(repeats):
-        total = 0.0
-        for x0 in _batched(windows, batch_size):
-            total += nelbo_per_sequence(model, x0.to(device), p_u, K, generator).double().sum().item()
-            bar.update()
-        per_repeat.append(total / (windows.numel() * LN2))
-    bar.close()
-    model.train(was_training)
-    r = torch.tensor(per_repeat, dtype=torch.float64)
-    return {"bpc": r.mean().item(), "mc_se": (r.std() / math.sqrt(repeats)).item(),
-            "repeats": per_repeat, "chars": int(windows.numel())}
+    return mc_bits_per_char(lambda m, x0: nelbo_per_sequence(m, x0, p_u, K, generator), model, windows, repeats,
+                            batch_size, progress)
 
 
 def posterior_probs(z_t: torch.Tensor, probs: torch.Tensor, t: float, s: float, p_u: float) -> torch.Tensor:

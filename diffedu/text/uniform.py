@@ -129,18 +129,17 @@ def uniform_diffusion_loss(model, x0: torch.Tensor, K: int, generator=None) -> t
 
 
 @torch.no_grad()
-def elbo_bits_per_char(model, windows: torch.Tensor, K: int, repeats: int = 4, batch_size: int = 64,
-                       generator=None, progress: bool = True) -> dict:
-    """Bits/char bound (3) of a uniform-noise LM on windows (N, L), with its Monte Carlo error.
+def mc_bits_per_char(nelbo, model, windows: torch.Tensor, repeats: int = 4, batch_size: int = 64,
+                     progress: bool = True) -> dict:
+    """Bits/char of a Monte Carlo bound, nelbo(model, x0) -> nats (B,), with its Monte Carlo error.
 
-    Same protocol as masked.elbo_bits_per_char: independent repeats, the standard error of their mean.
+    Same protocol as masked.elbo_bits_per_char: each repeat averages a fresh draw over all windows;
+    the repeats are independent, so the standard error of their mean is the reported error.
     Returns {"bpc", "mc_se", "repeats": [...], "chars"}.
     """
     if not isinstance(repeats, int) or repeats < 2:
         raise ValueError(f"repeats must be an int >= 2 (needed for an error bar), got {repeats!r}.")
     _validate.positive_int("batch_size", batch_size)
-    _validate.generator("generator", generator)
-    _check_ids("windows", windows, K)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -149,7 +148,7 @@ def elbo_bits_per_char(model, windows: torch.Tensor, K: int, repeats: int = 4, b
     for _ in range(repeats):
         total = 0.0
         for x0 in _batched(windows, batch_size):
-            total += nelbo_per_sequence(model, x0.to(device), K, generator).double().sum().item()
+            total += nelbo(model, x0.to(device)).double().sum().item()
             bar.update()
         per_repeat.append(total / (windows.numel() * LN2))
     bar.close()
@@ -157,6 +156,15 @@ def elbo_bits_per_char(model, windows: torch.Tensor, K: int, repeats: int = 4, b
     r = torch.tensor(per_repeat, dtype=torch.float64)
     return {"bpc": r.mean().item(), "mc_se": (r.std() / math.sqrt(repeats)).item(),
             "repeats": per_repeat, "chars": int(windows.numel())}
+
+
+def elbo_bits_per_char(model, windows: torch.Tensor, K: int, repeats: int = 4, batch_size: int = 64,
+                       generator=None, progress: bool = True) -> dict:
+    """Bits/char bound (3) of a uniform-noise LM on windows (N, L), with its Monte Carlo error."""
+    _validate.generator("generator", generator)
+    _check_ids("windows", windows, K)
+    return mc_bits_per_char(lambda m, x0: nelbo_per_sequence(m, x0, K, generator), model, windows, repeats,
+                            batch_size, progress)
 
 
 def posterior_probs(z_t: torch.Tensor, probs: torch.Tensor, t: float, s: float) -> torch.Tensor:
