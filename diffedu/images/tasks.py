@@ -114,7 +114,6 @@ class DDPMTask:
         the Fréchet distance to n test digits of n DDIM-50 samples, class-conditional (labels 0..9 in
         turn) and unconditional (null label); and the floor, n train digits vs the same test digits.
         n = config "eval_fd_n" (default 1000; 0 skips the Fréchet distances)."""
-        from diffedu import metrics
         x_test, y_test = data.mnist("test").tensors
         g = torch.Generator().manual_seed(1234)
         x0, y = x_test[:2000].to(self.device), y_test[:2000].to(self.device)
@@ -124,20 +123,28 @@ class DDPMTask:
         mse = sum(F.mse_loss(ema_model(x_t[i:i + 500], t[i:i + 500], y[i:i + 500]), eps[i:i + 500],
                              reduction="sum").item() for i in range(0, len(y), 500))
         out = {"test_eps_mse_n2000": round(mse / eps.numel(), 5)}
-        n = self.config.get("eval_fd_n", 1000)
-        if n:
-            judge = load("mnist_classifier")
-            real_test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
-            real_train = data.mnist("train").tensors[0][torch.randperm(60000, generator=g)[:n]]
-            out[f"fd_floor_train_vs_test_n{n}"] = round(metrics.frechet_distance(real_train, real_test, judge), 3)
-            labels = torch.arange(n) % 10 if self.model.num_classes else None
-            for name, lab in [("conditional", labels), ("unconditional", None)]:
-                x = sample(ema_model, self.schedule, n, "ddim", steps=50, labels=lab,
-                           generator=torch.Generator().manual_seed(0), progress=False)
-                out[f"fd_ddim50_{name}_n{n}"] = round(metrics.frechet_distance(x, real_test, judge), 3)
-                if lab is None:
-                    break
-        return out
+        draw = lambda n, lab: sample(ema_model, self.schedule, n, "ddim", steps=50, labels=lab,
+                                     generator=torch.Generator().manual_seed(0), progress=False)
+        return {**out, **fd_metrics(draw, self.config.get("eval_fd_n", 1000), x_test, g, "ddim50", self.model.num_classes)}
+
+
+def fd_metrics(draw, n: int, x_test, g, tag: str, num_classes: int) -> dict:
+    """For the model card: the Fréchet distance to n random test digits of n samples draw(n, labels),
+    class-conditional (labels 0..9 in turn) and unconditional (None), and the floor, n train digits
+    against the same test digits. n = 0 skips them. A network without classes gets one row."""
+    if not n:
+        return {}
+    from diffedu import metrics
+    judge = load("mnist_classifier")
+    real_test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+    real_train = data.mnist("train").tensors[0][torch.randperm(60000, generator=g)[:n]]
+    out = {f"fd_floor_train_vs_test_n{n}": round(metrics.frechet_distance(real_train, real_test, judge), 3)}
+    labels = torch.arange(n) % 10 if num_classes else None
+    for name, lab in [("conditional", labels), ("unconditional", None)]:
+        out[f"fd_{tag}_{name}_n{n}"] = round(metrics.frechet_distance(draw(n, lab), real_test, judge), 3)
+        if lab is None:
+            break
+    return out
 
 
 # ----------------------------------------------------------------------------- flow matching
@@ -192,7 +199,6 @@ class FlowMatchingTask(DDPMTask):
     def evaluate(self, ema_model) -> dict:
         """The held-out loss on 2,000 test digits (fixed t and noise) and, with eval_fd_n = n > 0, the FD of
         n Euler-50 samples (conditional, labels 0..9 in turn, and unconditional) and the floor at that n."""
-        from diffedu import metrics
 
         from .pipeline import flow_sample
         x_test, y_test = data.mnist("test").tensors
@@ -200,17 +206,9 @@ class FlowMatchingTask(DDPMTask):
         mse = sum(flow_matching_loss(ema_model, x_test[i:i + 500].to(self.device), y_test[i:i + 500].to(self.device),
                                      0.0, g).item() for i in range(0, 2000, 500)) / 4
         out = {"test_velocity_mse_n2000": round(mse, 5)}
-        n = self.config.get("eval_fd_n", 1000)
-        if n:
-            judge = load("mnist_classifier")
-            real_test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
-            real_train = data.mnist("train").tensors[0][torch.randperm(60000, generator=g)[:n]]
-            out[f"fd_floor_train_vs_test_n{n}"] = round(metrics.frechet_distance(real_train, real_test, judge), 3)
-            for name, lab in [("conditional", torch.arange(n) % 10), ("unconditional", None)]:
-                x = flow_sample(ema_model, n, 50, "euler", lab, generator=torch.Generator().manual_seed(0),
-                                progress=False)
-                out[f"fd_euler50_{name}_n{n}"] = round(metrics.frechet_distance(x, real_test, judge), 3)
-        return out
+        draw = lambda n, lab: flow_sample(ema_model, n, 50, "euler", lab, generator=torch.Generator().manual_seed(0),
+                                          progress=False)
+        return {**out, **fd_metrics(draw, self.config.get("eval_fd_n", 1000), x_test, g, "euler50", self.model.num_classes)}
 
 
 # ----------------------------------------------------------------------------- the classifiers
