@@ -37,6 +37,12 @@ COMMANDS = {
     "shakespeare_ar": "python -m diffedu.train configs/text_ar.json --ship",
     "shakespeare_mdlm_genre": "python -m diffedu.train configs/text_mdlm_genre.json "
                               "--init assets/checkpoints/shakespeare_mdlm.safetensors --ship",
+    "shakespeare_mdlm_scratch": "python -m diffedu.train configs/text_mdlm_scratch.json --ship",
+    "shakespeare_udlm": "python -m diffedu.train configs/text_udlm.json --ship",
+    "shakespeare_embed": "python -m diffedu.train configs/text_embed.json --ship",
+    **{f"shakespeare_gidd_{tag}": f"python -m diffedu.train configs/text_gidd_{tag}.json "
+                                  "--init assets/checkpoints/shakespeare_mdlm_scratch.safetensors --ship"
+       for tag in ("pu000", "pu010", "pu025", "pu050")},
 }
 
 

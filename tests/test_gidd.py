@@ -146,7 +146,7 @@ def test_bad_input_raises_one_clear_error(call, err):
 
 def test_the_gidd_task_warm_starts_from_the_masked_model(tmp_path):
     from diffedu.train import Trainer, load_config
-    cfg = load_config("configs/text_gidd.json")
+    cfg = load_config("configs/text_gidd_pu050.json")
     tiny = {**cfg, "model": {**cfg["model"], "d_model": 32, "n_layers": 1, "n_heads": 2, "context": 32}, "batch_size": 4}
     trainer = Trainer(tiny, tmp_path / "a")
     assert trainer.task.p_u == 0.5 and "p_u = 0.5" in trainer.task.architecture

@@ -157,3 +157,30 @@ def test_the_uniform_task_trains_with_the_shared_trainer(tmp_path):
     udlm, scratch = (json.loads((root / f"configs/{n}.json").read_text()) for n in ("text_udlm", "text_mdlm_scratch"))
     assert {k: v for k, v in udlm.items() if k not in ("name", "task", "notes")} == \
            {k: v for k, v in scratch.items() if k not in ("name", "task", "notes")}   # the same budget
+
+
+class Prefers(torch.nn.Module):
+    """x_theta puts 0.9 on target[l] at position l, whatever it reads: the 'right' text is `target`."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z):
+        logits = torch.full((*z.shape, K + 1), -1e9)
+        logits[..., :K] = math.log(0.05)
+        return logits.scatter(-1, self.target.expand_as(z)[..., None], math.log(0.9))
+
+
+def test_self_correction_fixes_one_character_per_pass_then_stops():
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    z = torch.stack([target.clone(), target.clone()])
+    z[0, [1, 4]] = 0                                    # two typos in the first sequence, one in the second
+    z[1, 2] = 1
+    fixed, changed = uniform.self_correct(Prefers(target), z, K, steps=4)
+    assert torch.equal(fixed, torch.stack([target, target]))
+    assert changed.tolist() == [2, 1, 0, 0]
+    assert z[0, 1] == 0                                 # the input is left alone
+    with pytest.raises(ValueError, match="outside the K = 3"):
+        uniform.self_correct(Prefers(target), torch.full((1, 6), K), K, steps=1)

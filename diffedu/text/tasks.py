@@ -3,8 +3,8 @@
     python -m diffedu.train configs/text_mdlm.json --ship   # masked diffusion LM  -> shakespeare_mdlm
     python -m diffedu.train configs/text_ar.json   --ship   # its autoregressive twin -> shakespeare_ar
     python -m diffedu.train configs/text_udlm.json --ship   # uniform-noise diffusion LM -> shakespeare_udlm
-    python -m diffedu.train configs/text_gidd.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors
-                                                            # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd
+    python -m diffedu.train configs/text_gidd_pu050.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors --ship
+                                        # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd_pu050 (also pu000/010/025)
     python -m diffedu.train configs/text_embed.json --ship  # Gaussian diffusion on embeddings -> shakespeare_embed
 
 The two configs are identical except for the task (and so model.causal). Both tasks:
@@ -381,7 +381,11 @@ def load_text_model(name: str = "shakespeare_mdlm", device=None):
     tok = shakespeare_tokenizer()
     if card.get("data", {}).get("vocab", tok.chars) != tok.chars:
         raise ValueError(f"{name} was trained with a different vocabulary than the shipped corpus gives.")
-    model = build_model(card["config"]["model"], tok.vocab_size)
+    if card["config"].get("task") == "diffedu.text.tasks:EmbeddingLMTask":
+        from .embedding import EmbeddingDenoiser
+        model = EmbeddingDenoiser(tok.vocab_size, **{k: v for k, v in card["config"]["model"].items() if k != "causal"})
+    else:
+        model = build_model(card["config"]["model"], tok.vocab_size)
     load_into(model, name)
     model = model.float().to(device or get_device()).eval()
     return model, tok, card
