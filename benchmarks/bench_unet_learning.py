@@ -64,8 +64,6 @@ def run_arm(name: str, budget_s: float, n_fd: int, out_dir: str, warmup: int | N
     from diffedu.train import Trainer
     cfg = arm_config(load_config(ROOT / "configs" / "mnist_unet.json"), ARMS[name], name)
     cfg["warmup"] = cfg["warmup"] if warmup is None else warmup
-    for sub in (f"{name}_probe", name):
-        (Path(out_dir) / sub).mkdir(parents=True)
     probe = Trainer({**cfg, "steps": 10}, Path(out_dir) / f"{name}_probe")
     t0 = time.process_time()
     probe.train(10)

@@ -207,6 +207,8 @@ class Trainer:
         generator = torch.Generator()
         batches = self.task.batches(generator, self.rank, self.world)
         autocast = self.precision == "bf16"
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
         log = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         bar = tqdm(total=steps, initial=self.step, desc=cfg["name"], disable=self.rank != 0,
                    dynamic_ncols=True)

@@ -66,3 +66,30 @@ def test_latent_denoiser_shapes_and_errors():
         net(torch.randn(5, 1, 28, 28), t)
     with pytest.raises(ValueError, match="one time in 0..1000"):
         net(z, torch.full((5,), 2000))
+
+
+def test_the_latent_tasks_train_with_the_shared_trainer(tmp_path, monkeypatch):
+    """A tiny autoencoder trained and shipped to a temporary assets folder, then a latent DDPM on its latents."""
+    from diffedu import checkpoints, data
+    from diffedu.train import Trainer, load_config
+    real = checkpoints.assets_dir()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "data").symlink_to(real / "data")
+    monkeypatch.setenv("DIFFEDU_ASSETS", str(tmp_path))
+    data._verify.cache_clear()
+    cfg = load_config("configs/mnist_autoencoder.json")
+    tiny = {**cfg, "name": "tiny_ae", "model": {"ch": 8, "z_ch": 4}, "eval_fd_n": 0, "batch_size": 8}
+    trainer = Trainer(tiny, tmp_path / "run_ae")
+    trainer.train(2)
+    trainer.ship("test")
+    ae = latent.load_autoencoder("tiny_ae")
+    assert ae.card["metrics"]["latent_scale"] > 0 and ae.scale.item() == pytest.approx(ae.card["metrics"]["latent_scale"], rel=1e-4)
+    lcfg = load_config("configs/mnist_latent.json")
+    tiny_l = {**lcfg, "autoencoder": "tiny_ae", "model": {"ch": 16, "n_blocks": 2, "heads": 2, "num_classes": 10},
+              "batch_size": 8, "eval_fd_n": 0}
+    lt = Trainer(tiny_l, tmp_path / "run_latent")
+    z0, y = next(lt.task.batches(torch.Generator().manual_seed(0)))
+    assert z0.shape == (8, 4, 7, 7) and torch.isfinite(lt.task.loss(lt.model, (z0, y)))
+    x = lt.task.sample(lt.ema, 3, torch.tensor([1, 2, 3]), steps=2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
+    data._verify.cache_clear()

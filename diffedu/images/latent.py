@@ -183,3 +183,121 @@ class LatentDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+# ----------------------------------------------------------------------------- training tasks
+class AutoencoderTask:
+    """python -m diffedu.train configs/mnist_autoencoder.json: the autoencoder on training digits.
+
+    Config: model {ch, z_ch}, beta (the KL weight), batch_size, eval_fd_n. Before shipping, evaluate
+    stores the latent scale 1 / std(mu) (10,000 training digits) in the weights' `scale` buffer.
+    """
+
+    architecture = "diffedu.images.latent.Autoencoder (conv encoder 28 -> 14 -> 7, Gaussian latent, conv decoder)"
+
+    def __init__(self, config: dict, device):
+        from diffedu import data
+        from .tasks import MNIST_INFO
+        self.config, self.device = config, torch.device(device)
+        self.beta = float(config.get("beta", 1e-3))
+        self.model = Autoencoder(**config.get("model", {})).to(self.device)
+        images, _ = data.mnist_arrays("train")
+        self.images = torch.as_tensor(images).to(self.device)
+        self.data_info = {**MNIST_INFO, "n": len(images)}
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        while True:
+            idx = torch.randint(0, len(self.images), (self.config["batch_size"],), generator=generator)
+            yield self.images[idx.to(self.device), None].float() / 127.5 - 1.0
+
+    def loss(self, model, batch):
+        return autoencoder_loss(model, batch, self.beta)[0]
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        """Reconstruction MSE per pixel and KL on 2,000 test digits; the latent scale; with eval_fd_n = n,
+        the FD of n reconstructed test digits against n other test digits (the latent model's floor)."""
+        from diffedu import data, metrics
+        from .classifier import load
+        x_test = data.mnist("test").tensors[0]
+        ema_model.scale.fill_(latent_scale(ema_model, data.mnist("train").tensors[0][:10000].to(self.device)))
+        mu, log_var = ema_model.encode(x_test[:2000].to(self.device))
+        rec = (ema_model.decode(mu) - x_test[:2000].to(self.device)).pow(2).mean().item()
+        out = {"test_mse_per_pixel_n2000": round(rec, 5), "test_kl_n2000": round(kl_to_standard_normal(mu, log_var).mean().item(), 2),
+               "latent_scale": round(ema_model.scale.item(), 5)}
+        n = self.config.get("eval_fd_n", 1000)
+        if n:
+            g = torch.Generator().manual_seed(1234)
+            perm = torch.randperm(len(x_test), generator=g)
+            real, other = x_test[perm[:n]], x_test[perm[n:2 * n]].to(self.device)
+            recon = torch.cat([ema_model.decode(ema_model.encode(other[i:i + 500])[0]) for i in range(0, n, 500)])
+            judge = load("mnist_classifier")
+            out[f"fd_reconstructions_vs_test_n{n}"] = round(metrics.frechet_distance(recon.cpu(), real, judge), 3)
+            out[f"fd_test_vs_test_n{n}"] = round(metrics.frechet_distance(other.cpu(), real, judge), 3)
+        return out
+
+
+def load_autoencoder(name: str = "mnist_autoencoder", device=None) -> Autoencoder:
+    """A shipped autoencoder in eval mode, without gradients (its card as .card)."""
+    from diffedu.checkpoints import load_checkpoint, load_into
+    _, card = load_checkpoint(name)
+    ae = Autoencoder(**card["config"].get("model", {}))
+    load_into(ae, name)
+    ae.card = card
+    return ae.eval().requires_grad_(False).to(device or "cpu")
+
+
+class LatentDDPMTask:
+    """python -m diffedu.train configs/mnist_latent.json: DDPM on scale * mu of the shipped autoencoder.
+
+    Config: autoencoder (a shipped name), model {LatentDenoiser}, schedule, T, p_uncond, batch_size, eval_fd_n.
+    """
+
+    architecture = "diffedu.images.latent.LatentDenoiser (ResBlocks + attention at 7x7, class embedding + null class)"
+
+    def __init__(self, config: dict, device):
+        from diffedu import data
+        from diffedu.schedules import NoiseSchedule
+        from .tasks import MNIST_INFO
+        self.config, self.device = config, torch.device(device)
+        self.T = config.get("T", 1000)
+        self.schedule = NoiseSchedule.from_name(config.get("schedule", "linear"), self.T)
+        self.p_uncond = float(config.get("p_uncond", 0.1))
+        self.ae = load_autoencoder(config.get("autoencoder", "mnist_autoencoder"), self.device)
+        self.model = LatentDenoiser(z_ch=self.ae.z_ch, **config.get("model", {}), T=self.T).to(self.device)
+        images, labels = data.mnist_arrays("train")
+        x = torch.as_tensor(images)[:, None].float() / 127.5 - 1.0
+        with torch.no_grad():                                     # every training digit's latent, once
+            self.z0 = torch.cat([self.ae.encode(x[i:i + 1000].to(self.device))[0] for i in range(0, len(x), 1000)])
+        self.z0 = self.z0 * self.ae.scale
+        self.labels = torch.as_tensor(labels).long().to(self.device)
+        self.data_info = {**MNIST_INFO, "n": len(labels), "autoencoder": self.ae.card["weights_sha256"]}
+
+    def batches(self, generator, rank: int = 0, world_size: int = 1):
+        while True:
+            idx = torch.randint(0, len(self.labels), (self.config["batch_size"],), generator=generator).to(self.device)
+            yield self.z0[idx], self.labels[idx]
+
+    def loss(self, model, batch):
+        from .tasks import ddpm_loss
+        z0, y = batch
+        return ddpm_loss(model, z0, y, self.schedule, self.p_uncond, shape=tuple(z0.shape[1:]), value_range=None)
+
+    @torch.no_grad()
+    def sample(self, model, n: int, labels=None, steps: int = 50, generator=None, w: float = 1.0) -> torch.Tensor:
+        """n digits: DDIM in latent space, then the decoder (latents divided by the scale first)."""
+        from diffedu.samplers import ddim_sample
+        from .pipeline import eps_model
+        z = ddim_sample(eps_model(model, labels, w), self.schedule, (n, self.ae.z_ch, LATENT_HW, LATENT_HW), steps,
+                        generator=generator, device=self.device, progress=False)
+        return self.ae.decode(z / self.ae.scale).clamp(-1, 1)
+
+    @torch.no_grad()
+    def evaluate(self, ema_model) -> dict:
+        """With eval_fd_n = n: the FD of n conditional DDIM-50 samples (labels 0..9 in turn) and the floor."""
+        from diffedu import data
+        from .tasks import fd_metrics
+        x_test = data.mnist("test").tensors[0]
+        draw = lambda n, lab: self.sample(ema_model, n, lab, 50, torch.Generator().manual_seed(0))
+        return fd_metrics(draw, self.config.get("eval_fd_n", 1000), x_test, torch.Generator().manual_seed(1234),
+                          "ddim50", ema_model.num_classes)

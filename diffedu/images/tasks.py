@@ -44,14 +44,15 @@ MNIST_INFO = {"file": "assets/data/mnist.npz", "sha256": data.SHA256["mnist.npz"
 
 # ----------------------------------------------------------------------------- the DDPM loss
 def ddpm_loss(model, x0, y, schedule: NoiseSchedule, p_uncond: float = 0.1, generator=None,
-              min_snr_gamma: float | None = None):
+              min_snr_gamma: float | None = None, shape=IMAGE_SHAPE, value_range=(-1.0, 1.0)):
     """Eq. (2): draw t ~ U{1..T}, eps ~ N(0, I), build x_t by eq. (1), regress eps.
 
     With probability p_uncond a label is replaced by the null class (classifier-free guidance).
     With min_snr_gamma, sample i's squared error is weighted by min(SNR_t, gamma) / SNR_t.
+    shape, value_range: what x0 must be (the latents of images.latent: (z_ch, 7, 7), no fixed range).
     """
     weight = next(model.parameters(), None)  # an oracle without weights has no dtype to match
-    image_batch("images", x0, dtype=None if weight is None else weight.dtype)
+    image_batch("images", x0, shape, value_range=value_range, dtype=None if weight is None else weight.dtype)
     check_generator("generator", generator)
     p_uncond = probability("p_uncond", p_uncond)
     B = x0.shape[0]
@@ -67,7 +68,7 @@ def ddpm_loss(model, x0, y, schedule: NoiseSchedule, p_uncond: float = 0.1, gene
     ab = schedule.alpha_bar.to(x0.device)[t]
     snr = ab / (1 - ab)
     weight = (snr.clamp(max=min_snr_gamma) / snr).float()
-    return (weight * (model(x_t, t, y).float() - eps).pow(2).mean((1, 2, 3))).mean()
+    return (weight * (model(x_t, t, y).float() - eps).pow(2).flatten(1).mean(1)).mean()
 
 
 def null_class(model) -> int:
