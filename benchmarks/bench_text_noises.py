@@ -53,7 +53,7 @@ def draw(sampler, model, tok, n, L, steps, seed, p_u):
     g, K = torch.Generator().manual_seed(seed), tok.mask_id
     if sampler == "masked":
         return torch.stack([tok.encode(t) for t in samplers.generate(model, tok, length=L, steps=steps,
-                                                                     n_samples=n, generator=g, progress=False)]), 0.0
+                                                                     n_samples=n, generator=g)]), 0.0
     if sampler == "uniform":
         z, changed = uniform.sample(model, (n, L), K, steps, g, progress=False)
         return z, changed[steps // 2:].sum().item() / n          # rewrites in the second half (t < 1/2)

@@ -69,3 +69,15 @@ def test_the_embedding_task_trains_with_the_shared_trainer(tmp_path):
     assert set(metrics) == {f"val_rounding_acc_t{t:g}" for t in (0.1, 0.3, 0.5, 0.7, 0.9)}
     full = Trainer(cfg, tmp_path / "b")
     assert 1.0e6 < full.model.num_parameters() < 2.5e6         # the masked model's size class
+
+
+def test_the_shipped_embedding_model_loads_and_rounds_clean_embeddings():
+    from diffedu.text import embedding, load_pretrained
+    from diffedu.text.tokenizer import eval_windows
+    model, tok, card = load_pretrained("shakespeare_embed", "cpu")
+    assert isinstance(model, embedding.EmbeddingDenoiser) and model.d_emb == card["config"]["model"]["d_emb"]
+    w = eval_windows("val", 256, 4)
+    with torch.no_grad():
+        assert (model.logits(model.embed(w)).argmax(-1) == w).double().mean() > 0.99   # the rounding term's job
+    with pytest.raises(ValueError, match="embedding size that does not match"):
+        model(torch.zeros(1, 8, model.d_emb + 1), torch.zeros(1))
