@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffedu._validate import image_batch
+from diffedu.nets import sinusoidal_embedding
 
 from .unet import IMAGE_SHAPE, Attention, ResBlock, groups_for
 
@@ -152,8 +153,6 @@ class LatentDenoiser(nn.Module):
     def __init__(self, z_ch: int = 4, ch: int = 64, n_blocks: int = 4, heads: int = 4, num_classes: int = 10,
                  T: int = 1000):
         super().__init__()
-        from diffedu.nets import sinusoidal_embedding
-        self._sinusoid = sinusoidal_embedding
         self.z_ch, self.ch, self.num_classes, self.null_class, self.T = z_ch, ch, num_classes, num_classes, T
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -175,7 +174,7 @@ class LatentDenoiser(nn.Module):
             raise ValueError(f"z_t must have shape (B, {self.z_ch}, {LATENT_HW}, {LATENT_HW}), got {tuple(z_t.shape)}.")
         if t.shape != (z_t.shape[0],) or bool(((t < 0) | (t > self.T)).any()):
             raise ValueError(f"t must hold one time in 0..{self.T} per latent, shape ({z_t.shape[0]},).")
-        emb = self.time_mlp(self._sinusoid(t, self.ch))
+        emb = self.time_mlp(sinusoidal_embedding(t, self.ch))
         if self.class_emb is not None:
             y = torch.full(t.shape, self.null_class, dtype=torch.long, device=t.device) if y is None else y
             emb = emb + self.class_emb(y)
