@@ -1,13 +1,15 @@
 """How much the MNIST U-Net learns per CPU-hour, under the training choices that matter on a CPU.
 
-    python benchmarks/bench_unet_learning.py --jobs 2              # 20 CPU-minutes per arm, ~80 min on 2 cores
+    python benchmarks/bench_unet_learning.py --jobs 2              # 20 CPU-minutes per arm, ~90 min on 2 cores
     python benchmarks/bench_unet_learning.py --arms baseline,min_snr5 --budget-s 600
     python benchmarks/bench_unet_learning.py --quick               # 15 s per arm, N = 50: a smoke test
 
 Every arm trains configs/mnist_unet.json from the same seed (same initial weights, same data order)
 with one change, for the same CPU time (one thread):
 
-    baseline        the config as it is (fp32 on a CPU without native bf16, contiguous NCHW tensors)
+    baseline        the config as it is: bf16 autocast where the CPU has native bf16 (AMX or
+                    AVX512-BF16), fp32 elsewhere; contiguous NCHW tensors
+    fp32            autocast off: fp32 even where the CPU has native bf16 (the same as baseline elsewhere)
     channels_last   weights and batches in NHWC memory order: the same numbers, another speed
     min_snr5        min-SNR-gamma loss weighting, gamma = 5 (Hang et al. 2023)
     cosine          the cosine noise schedule instead of the linear one
@@ -35,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ARMS = {"baseline": {}, "channels_last": {"channels_last": True}, "min_snr5": {"min_snr_gamma": 5.0},
+ARMS = {"baseline": {}, "fp32": {"autocast": False}, "channels_last": {"channels_last": True}, "min_snr5": {"min_snr_gamma": 5.0},
         "cosine": {"schedule": "cosine"}, "lr1e-3": {"lr": 1e-3}, "lr4e-3": {"lr": 4e-3},
         "ch24": {"model": {"ch": 24}}}
 
