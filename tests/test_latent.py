@@ -92,4 +92,18 @@ def test_the_latent_tasks_train_with_the_shared_trainer(tmp_path, monkeypatch):
     assert z0.shape == (8, 4, 7, 7) and torch.isfinite(lt.task.loss(lt.model, (z0, y)))
     x = lt.task.sample(lt.ema, 3, torch.tensor([1, 2, 3]), steps=2, generator=torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
+    lt.train(1)
+    lt.ship("test")
+    denoiser, ae2, schedule = latent.load_latent("mnist_latent")       # the config's name; its autoencoder tiny_ae
+    assert ae2.card["weights_sha256"] == ae.card["weights_sha256"] and schedule.T == 1000
+    again = latent.sample(denoiser, ae2, schedule, 3, [1, 2, 3], 2, torch.Generator().manual_seed(0), batch_size=2)
+    assert again.shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="class labels must be in 0..9"):
+        latent.sample(denoiser, ae2, schedule, 2, [1, 12], 2)
+    with pytest.raises(ValueError, match="decodes 2"):
+        latent.sample(denoiser, latent.Autoencoder(ch=8, z_ch=2), schedule, 2, None, 2)
+    trainer.train(3)                                                    # another autoencoder under the same name
+    trainer.ship("test")
+    with pytest.raises(ValueError, match="latents of another tiny_ae"):
+        latent.load_latent("mnist_latent")
     data._verify.cache_clear()

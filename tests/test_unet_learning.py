@@ -67,3 +67,21 @@ def test_arms_change_one_thing_and_fill_the_budget():
     assert bench.fit_steps(0.5, 1200, 200) == 2400 and bench.fit_steps(100.0, 1200, 200) == 201
     with pytest.raises(ValueError, match="positive"):
         bench.fit_steps(0.0, 1200, 200)
+
+
+def test_part4_benchmark_rows_cover_4_to_100_network_calls():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_mnist_part4", ROOT / "benchmarks" / "bench_mnist_part4.py")
+    part4 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(part4)
+    flow = part4.rows_for("flow")
+    by_method = {}
+    for name, model, method, steps, w in flow:
+        by_method.setdefault(method, []).append(part4.calls(method, steps))
+    assert by_method == {"ddim": [4, 10, 20, 50, 100], "heun": [4, 10, 20, 50], "euler": [4, 10, 20, 50, 100],
+                         "flow_heun": [4, 10, 20, 50]}
+    assert {m for _, m, *_ in flow} == {"mnist_h2h_ddpm", "mnist_h2h_flow"}
+    distill_rows = {name: steps for name, _, _, steps, _ in part4.rows_for("distill")}
+    assert all(distill_rows[f"student{k}"] == distill_rows[f"ddim{k}"] == k for k in (32, 16, 8, 4))
+    with pytest.raises(ValueError, match="unknown part"):
+        part4.rows_for("pixels")

@@ -236,6 +236,46 @@ class AutoencoderTask:
         return out
 
 
+@torch.no_grad()
+def sample(denoiser: LatentDenoiser, ae: Autoencoder, schedule, n: int, labels=None, steps: int = 50,
+           generator=None, w: float = 1.0, batch_size: int = 500) -> torch.Tensor:
+    """n digits in [-1, 1]: DDIM-`steps` in latent space (labels and guidance w as pipeline.eps_model),
+    then the decoder, after dividing by the latent scale. In batches of batch_size."""
+    from diffedu._validate import positive_int
+    from diffedu.guidance import check_labels
+    from diffedu.samplers import ddim_sample
+    from .pipeline import eps_model
+    positive_int("n", n)
+    if ae.z_ch != denoiser.z_ch:
+        raise ValueError(f"the denoiser makes {denoiser.z_ch}-channel latents, the autoencoder decodes {ae.z_ch}.")
+    labels = None if labels is None else check_labels(labels, denoiser.num_classes or 10, batch=n)
+    device, out = next(denoiser.parameters()).device, []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        z = ddim_sample(eps_model(denoiser, None if labels is None else labels[i:i + b].to(device), w), schedule,
+                        (b, ae.z_ch, LATENT_HW, LATENT_HW), steps, generator=generator, device=device, progress=False)
+        out.append(ae.decode(z / ae.scale).clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+def load_latent(name: str = "mnist_latent", device=None):
+    """A shipped latent denoiser with its autoencoder and schedule: (denoiser, ae, schedule), eval mode.
+    The autoencoder must be the one the denoiser was trained on (its card names its sha256)."""
+    from diffedu.checkpoints import load_checkpoint, load_into
+    from diffedu.schedules import NoiseSchedule
+    _, card = load_checkpoint(name)
+    cfg = card["config"]
+    ae = load_autoencoder(cfg.get("autoencoder", "mnist_autoencoder"), device)
+    if card["data"].get("autoencoder") != ae.card["weights_sha256"]:
+        raise ValueError(f"{name} was trained on the latents of another {cfg.get('autoencoder')} than the shipped one; "
+                         f"retrain it: python -m diffedu.train configs/{name}.json --ship")
+    denoiser = LatentDenoiser(z_ch=ae.z_ch, **cfg.get("model", {}), T=cfg.get("T", 1000))
+    load_into(denoiser, name)
+    denoiser.card = card
+    schedule = NoiseSchedule.from_name(cfg.get("schedule", "linear"), cfg.get("T", 1000))
+    return denoiser.eval().requires_grad_(False).to(device or "cpu"), ae, schedule
+
+
 def load_autoencoder(name: str = "mnist_autoencoder", device=None) -> Autoencoder:
     """A shipped autoencoder in eval mode, without gradients (its card as .card)."""
     from diffedu.checkpoints import load_checkpoint, load_into
@@ -282,14 +322,8 @@ class LatentDDPMTask:
         z0, y = batch
         return ddpm_loss(model, z0, y, self.schedule, self.p_uncond, shape=tuple(z0.shape[1:]), value_range=None)
 
-    @torch.no_grad()
     def sample(self, model, n: int, labels=None, steps: int = 50, generator=None, w: float = 1.0) -> torch.Tensor:
-        """n digits: DDIM in latent space, then the decoder (latents divided by the scale first)."""
-        from diffedu.samplers import ddim_sample
-        from .pipeline import eps_model
-        z = ddim_sample(eps_model(model, labels, w), self.schedule, (n, self.ae.z_ch, LATENT_HW, LATENT_HW), steps,
-                        generator=generator, device=self.device, progress=False)
-        return self.ae.decode(z / self.ae.scale).clamp(-1, 1)
+        return sample(model, self.ae, self.schedule, n, labels, steps, generator, w)
 
     @torch.no_grad()
     def evaluate(self, ema_model) -> dict:
