@@ -43,6 +43,12 @@ COMMANDS = {
     **{f"shakespeare_gidd_{tag}": f"python -m diffedu.train configs/text_gidd_{tag}.json "
                                   "--init assets/checkpoints/shakespeare_mdlm_scratch.safetensors --ship"
        for tag in ("pu000", "pu010", "pu025", "pu050")},
+    "mnist_h2h_ddpm": "python -m diffedu.train configs/mnist_h2h_ddpm.json --ship",
+    "mnist_h2h_flow": "python -m diffedu.train configs/mnist_h2h_flow.json --ship",
+    "mnist_autoencoder": "python -m diffedu.train configs/mnist_autoencoder.json --ship",
+    "mnist_latent": "python -m diffedu.train configs/mnist_latent.json --ship (after mnist_autoencoder)",
+    **{f"mnist_distill_{k}": f"python -m diffedu.train configs/mnist_distill_{k}.json --init {teacher} --ship"
+       for k, teacher in ((32, "mnist_unet"), (16, "mnist_distill_32"), (8, "mnist_distill_16"), (4, "mnist_distill_8"))},
 }
 
 

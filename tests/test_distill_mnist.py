@@ -49,6 +49,10 @@ def test_student_sample_is_ddim_on_the_distillation_grid():
     want = distill.sample(lambda x, t: net(x, t, labels), sched, x_T, 4).clamp(-1, 1)
     assert torch.allclose(got, want, atol=1e-6)
     assert mnist_distill.student_sample(net, sched, 2, 2, None, "v", torch.Generator()).shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="class labels must be in 0..9"):
+        mnist_distill.student_sample(net, sched, 2, 2, [1, 12])
+    with pytest.raises(ValueError, match="predict"):
+        mnist_distill.student_sample(net, sched, 2, 2, None, "x0")
 
 
 def test_the_task_refuses_an_eps_student_and_an_odd_teacher(tmp_path):

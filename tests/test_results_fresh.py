@@ -34,6 +34,11 @@ def shipped(name):
     ("guidance", "meta.unet_weights_sha256", "mnist_unet"),
     ("guidance", "meta.guide", "mnist_noisy_classifier"),
     ("guidance", "meta.judge", "mnist_classifier"),
+    *[("mnist_flow", f"weights_sha256.{m}", m) for m in ("mnist_h2h_ddpm", "mnist_h2h_flow")],
+    *[("mnist_distill", f"weights_sha256.{m}", m) for m in ("mnist_unet", "mnist_distill_32", "mnist_distill_16",
+                                                             "mnist_distill_8", "mnist_distill_4")],
+    *[("mnist_latent", f"weights_sha256.{m}", m) for m in ("mnist_latent", "mnist_autoencoder", "mnist_h2h_ddpm")],
+    *[(name, "judge", "mnist_classifier") for name in ("mnist_flow", "mnist_distill", "mnist_latent")],
 ])
 def test_results_match_the_shipped_weights(name, key, checkpoint):
     stored = json.loads((RESULTS / f"{name}.json").read_text())

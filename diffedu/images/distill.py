@@ -24,7 +24,8 @@ Sampling with a student is deterministic DDIM on distill.time_grid(T, n): ``stud
 import torch
 
 from diffedu import distill
-from diffedu._validate import generator as check_generator, positive_int, probability
+from diffedu._validate import generator as check_generator, one_of, positive_int, probability
+from diffedu.guidance import check_labels
 from diffedu.schedules import NoiseSchedule
 
 from .pipeline import load_unet
@@ -60,8 +61,9 @@ def student_sample(net, schedule: NoiseSchedule, n: int, steps: int, labels=None
     """n digits by deterministic DDIM on distill.time_grid(T, steps) (`steps` network calls each), in
     batches, clamped to [-1, 1]. predict="eps" samples the eps-U-Net on the same grid (the baseline)."""
     positive_int("n", n)
+    one_of("predict", predict, ("eps", "v"))
     check_generator("generator", generator)
-    y_all = torch.full((n,), null_class(net)) if labels is None else torch.as_tensor(labels).long()
+    y_all = torch.full((n,), null_class(net)) if labels is None else check_labels(labels, net.num_classes, batch=n)
     out = []
     for i in range(0, n, batch_size):
         y = y_all[i:i + batch_size]
