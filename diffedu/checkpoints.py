@@ -247,16 +247,18 @@ def card_summary(card: dict) -> str:
             f"  metrics: {metrics or '-'}\n  remake: {card.get('command', COMMANDS.get(card.get('name'), '?'))}")
 
 
-def load_results(name: str, measured_on: dict) -> dict | None:
+def load_results(name: str, measured_on: dict, command: str | None = None) -> dict | None:
     """benchmarks/results/NAME.json, if it was measured on the weights that ship now; else None.
 
     measured_on maps a key of the results file (dotted for nested keys, e.g. "meta.unet_weights_sha256")
     to the name of a shipped checkpoint. When a stored sha256 differs from that checkpoint's card, the
     numbers describe other weights: we say so, and return None instead of stale numbers.
+    command: what remakes the file (default: python benchmarks/bench_NAME.py).
     """
+    command = command or f"python benchmarks/bench_{name}.py"
     path = assets_dir().parent / "benchmarks" / "results" / f"{name}.json"
     if not path.exists():
-        print(f"{path.name} is missing: run  python benchmarks/bench_{name}.py  to make it.")
+        print(f"{path.name} is missing: run  {command}  to make it.")
         return None
     results = json.loads(path.read_text())
     for key, checkpoint in measured_on.items():
@@ -266,6 +268,6 @@ def load_results(name: str, measured_on: dict) -> dict | None:
         shipped = read_card(_resolve(checkpoint).with_suffix(".json")).get("weights_sha256")
         if stored != shipped:
             print(f"{path.name} is stale: it was measured on other {checkpoint} weights than the shipped ones "
-                  f"({str(stored)[:12]}... vs {str(shipped)[:12]}...). Rerun  python benchmarks/bench_{name}.py.")
+                  f"({str(stored)[:12]}... vs {str(shipped)[:12]}...). Rerun  {command}.")
             return None
     return results

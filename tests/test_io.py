@@ -246,4 +246,7 @@ def test_results_are_used_only_for_the_weights_they_measured(tmp_path, monkeypat
     assert dd.load_results("r", {"meta.sha": "m"})["fd"] == 1.5
     results.write_text(json.dumps({"meta": {"sha": "0" * 64}, "fd": 1.5}))
     assert dd.load_results("r", {"meta.sha": "m"}) is None
-    assert "r.json is stale" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "r.json is stale" in out and "python benchmarks/bench_r.py" in out
+    assert dd.load_results("r", {"meta.sha": "m"}, "python benchmarks/bench_all.py r") is None
+    assert "Rerun  python benchmarks/bench_all.py r." in capsys.readouterr().out
