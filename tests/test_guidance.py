@@ -207,7 +207,7 @@ def test_tradeoff_metrics_by_hand():
     m = G.tradeoff_metrics(PixelJudge(), images, labels, feats.double(), labels)
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["diversity"] == pytest.approx((2 / 3 + (1 + 0.5**0.5) / 3) / 2)
-    assert m["fd"] == pytest.approx(0.0, abs=1e-9) and len(m["fd_per_class"]) == 2
+    assert m["fd"] == pytest.approx(0.0, abs=1e-8) and len(m["fd_per_class"]) == 2   # rounding of the matrix root
     shifted = G.tradeoff_metrics(PixelJudge(), images, labels, feats.double() + torch.tensor([1.0, 0.0]), labels)
     assert shifted["fd_per_class"] == pytest.approx([1.0, 1.0])
 

@@ -91,7 +91,18 @@ def test_killed_run_continues_where_it_stopped(tmp_path, sig):
 
 
 def manual_ddp(config: dict, steps: int, world: int = 2) -> dict:
-    """What DDP must compute: per-rank batches, gradients averaged over ranks, one AdamW step."""
+    """What DDP must compute: per-rank batches, gradients averaged over ranks, one AdamW step.
+    One thread, like each trainer process (env()): another thread count sums convolution gradients
+    in another order, and AdamW turns those last-digit differences of near-zero gradients into visible ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _manual_ddp(config, steps, world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _manual_ddp(config: dict, steps: int, world: int) -> dict:
     cfg = {**train.DEFAULTS, **config}
     torch.manual_seed(cfg["seed"])
     task = train.make_task({**cfg, "batch_size": cfg["batch_size"] // world}, torch.device("cpu"))
@@ -117,7 +128,9 @@ def manual_ddp(config: dict, steps: int, world: int = 2) -> dict:
 
 
 def test_two_gloo_processes_average_gradients(tmp_path):
-    cfg = write_config(tmp_path, steps=2)
+    # fp32 on every CPU: the reference below computes in fp32, and on a CPU with native bf16 the
+    # trainer would otherwise use bf16 autocast (a different precision, not a different average)
+    cfg = write_config(tmp_path, steps=2, autocast=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "diffedu.train", cfg, "--out", str(tmp_path / "ddp"), "--device", "cpu"]
     done = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
