@@ -152,9 +152,7 @@ def main(argv=None):
     results = {"part": args.part, "n": args.n, "seed": args.seed, "floor": round(floor, 3),
                "weights_sha256": sha,
                "judge": judge.card["weights_sha256"],
-               "training": {m: {"steps": c["totals"]["steps"] if "totals" in c else c["steps"],
-                                "hours": c["totals"]["hours"] if "totals" in c else None,
-                                "wall_time_s": c["totals"]["wall_time_s"] if "totals" in c else c.get("wall_time_s"),
+               "training": {m: {**{k: c["totals"][k] for k in ("steps", "hours", "wall_time_s")},   # the whole lineage
                                 "hardware": c["hardware"], "precision": c.get("precision")} for m, c in cards.items()},
                "rows": {r.pop("name", name): r for (name, *_), r in zip(rows, done)}, "wall_s": round(time.time() - t0, 1),
                "date": time.strftime("%Y-%m-%d %H:%M")}

@@ -24,7 +24,7 @@ Sampling with a student is deterministic DDIM on distill.time_grid(T, n): ``stud
 import torch
 
 from diffedu import distill
-from diffedu._validate import generator as check_generator, one_of, positive_int, probability
+from diffedu._validate import generator as check_generator, one_of, positive_int
 from diffedu.guidance import check_labels
 from diffedu.schedules import NoiseSchedule
 
@@ -91,7 +91,6 @@ class DistillTask(DDPMTask):
             raise ValueError(f"the teacher {config['teacher']!r} uses the {schedule.name} schedule with T="
                              f"{schedule.T}; this config says {self.schedule.name} with T={self.T}.")
         self.teacher_predict = card["config"].get("predict", "eps")
-        self.p_uncond = probability("p_uncond", config.get("p_uncond", 0.1))
         self.data_info = {**self.data_info, "teacher": config["teacher"], "teacher_weights_sha256": card["weights_sha256"]}
 
     def loss(self, model, batch):
@@ -107,13 +106,13 @@ class DistillTask(DDPMTask):
         return super().batches(generator, rank, world_size)
 
     def on_checkpoint(self, ema_model, step: int, out_dir) -> None:
-        return None
+        """No sample grid: DDPMTask's would read the v-student as an eps-network."""
 
     @torch.no_grad()
     def evaluate(self, ema_model) -> dict:
         """With eval_fd_n = n: the FD of n conditional samples (labels 0..9 in turn) of the student with
         N / 2 steps and, from the same noise, of the eps-U-Net `mnist_unet` with plain DDIM on the same
-        grid; both against n test digits, and the floor."""
+        grid; both against the same n random test digits."""
         from diffedu import data, metrics
         from .classifier import load
         n = self.config.get("eval_fd_n", 1000)
