@@ -310,8 +310,21 @@ def main(argv=None) -> None:
     p.add_argument("--device", default=None, help="cpu / cuda / mps (default: automatic)")
     p.add_argument("--init", default=None, help="warm-start from these weights (a shipped checkpoint name or "
                                                 "path); fresh optimizer, the config's warm-up")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads in this process on the CPU (default 1: on a shared machine two threads in "
+                        "one process train slower than one; give the second core a second run instead)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        _main(args)
+    finally:
+        torch.set_num_threads(before)
 
+
+def _main(args) -> None:
     config = load_config(args.config)
     steps = args.steps if args.steps is not None else config["steps"]
     if steps < 0:

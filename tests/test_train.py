@@ -168,6 +168,21 @@ def test_ship_writes_a_loadable_card(tmp_path, monkeypatch):
     assert schedule.T == 1000
 
 
+def test_one_torch_thread_per_run_unless_asked_and_the_caller_keeps_its_own(tmp_path, capsys):
+    cfg = write_config(tmp_path, steps=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train.main([cfg, "--out", str(tmp_path / "a"), "--device", "cpu"])
+        assert "1 torch threads" in capsys.readouterr().out and torch.get_num_threads() == 2
+        train.main([cfg, "--steps", "2", "--out", str(tmp_path / "a"), "--device", "cpu", "--threads", "2"])
+        assert "2 torch threads" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        train.main([cfg, "--out", str(tmp_path / "b"), "--threads", "0"])
+
+
 def test_bad_configs_are_rejected(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         train.load_config(tmp_path / "nope.json")
