@@ -33,8 +33,12 @@ COMMANDS = {
                   "configs/mnist_unet_more.json --init assets/checkpoints/mnist_unet.safetensors --ship",
     "mnist_classifier": "python -m diffedu.train configs/mnist_classifier.json --ship",
     "mnist_noisy_classifier": "python -m diffedu.train configs/mnist_noisy_classifier.json --ship",
-    "shakespeare_mdlm": "python -m diffedu.train configs/text_mdlm.json --ship",
-    "shakespeare_ar": "python -m diffedu.train configs/text_ar.json --ship",
+    "shakespeare_mdlm": "python -m diffedu.train configs/text_mdlm_adapt.json --init "
+                        "assets/checkpoints/shakespeare_ar.safetensors --ship (from the twin of configs/text_ar.json "
+                        "alone), then python -m diffedu.train configs/text_mdlm_more.json --init "
+                        "assets/checkpoints/shakespeare_mdlm.safetensors --ship",
+    "shakespeare_ar": "python -m diffedu.train configs/text_ar.json --ship, then python -m diffedu.train "
+                      "configs/text_ar_more.json --init assets/checkpoints/shakespeare_ar.safetensors --ship",
     "shakespeare_mdlm_genre": "python -m diffedu.train configs/text_mdlm_genre.json "
                               "--init assets/checkpoints/shakespeare_mdlm.safetensors --ship",
     "shakespeare_mdlm_scratch": "python -m diffedu.train configs/text_mdlm_scratch.json --ship",

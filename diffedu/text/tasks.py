@@ -1,7 +1,10 @@
 """Training tasks for the two Shakespeare language models (used by `python -m diffedu.train`).
 
-    python -m diffedu.train configs/text_mdlm.json --ship   # masked diffusion LM  -> shakespeare_mdlm
-    python -m diffedu.train configs/text_ar.json   --ship   # its autoregressive twin -> shakespeare_ar
+    python -m diffedu.train configs/text_ar.json   --ship   # the autoregressive twin -> shakespeare_ar
+    python -m diffedu.train configs/text_mdlm_adapt.json --init assets/checkpoints/shakespeare_ar.safetensors --ship
+                                        # masked diffusion LM adapted from the twin -> shakespeare_mdlm
+    python -m diffedu.train configs/text_mdlm.json --ship   # the same model from scratch (configs/text_mdlm_scratch.json
+                                        # is the control of lesson 11, with the adaptation's steps and schedule)
     python -m diffedu.train configs/text_udlm.json --ship   # uniform-noise diffusion LM -> shakespeare_udlm
     python -m diffedu.train configs/text_gidd_pu050.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors --ship
                                         # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd_pu050 (also pu000/010/025)
