@@ -18,6 +18,11 @@ checkpoints, which lessons 10 and 11 load and check against the shipped weights)
 4. Adaptation vs from scratch: the diffusion model adapted from the twin against one of the same
    size trained from random weights for the same extra characters (configs/text_mdlm_scratch.json):
    both cards' learning curves at equal extra characters, and the scratch model's full-validation ELBO.
+5. Learning curves of both shipped models over their whole lineage (validation bits/char against
+   characters seen, from the cards), in text.json and the figure text_learning_curves.png.
+6. The targets: the twin at most 2.10 bits/char; the diffusion bound at most 1.20x the twin (1.15x
+   stretch); 64-step ancestral samples scored by the twin at most 1.30x real text's bits/char, with
+   a unigram entropy of at least 4.5 bits. Each printed as met or missed.
 """
 import argparse
 import json
@@ -30,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffedu.runtime import seed_everything  # noqa: E402
+from diffedu.runs import learning_curve  # noqa: E402
+from diffedu.runtime import hardware, seed_everything  # noqa: E402
 from diffedu.text import autoregressive, load_pretrained, masked, samplers  # noqa: E402
 from diffedu.text.guidance import unigram_entropy  # noqa: E402
 from diffedu.text.tokenizer import eval_windows  # noqa: E402
@@ -75,6 +81,40 @@ def adaptation_rows(card_d, card_s) -> list:
     scratch = {p["step"]: p for p in card_s["runs"][0]["curve"]}
     return [{"step": p["step"], "characters": p["characters"], "adapted": p["val_bpc_64"],
              "scratch": scratch[p["step"]]["val_bpc_64"]} for p in adapt["curve"] if p["step"] in scratch]
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    """Validation bits/char against characters seen, both models' whole lineage (runs marked). The diffusion
+    model's first run is the twin's first run (it was adapted from it), drawn once, in black."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    labels = {"shakespeare_ar": "AR twin (exact)", "shakespeare_mdlm": "diffusion LM (bound), adapted from the twin"}
+    for (name, points), color in zip(curves.items(), ("k", "C0")):
+        points = [p for p in points if name == "shakespeare_ar" or p["run"] > 0]
+        ax.plot([p["characters"] / 1e6 for p in points], [p["val_bpc_64"] for p in points], ".-", color=color, ms=3,
+                label=labels[name])
+        for prev, p in zip(points, points[1:]):
+            if p["run"] != prev["run"]:
+                ax.axvline(prev["characters"] / 1e6, color=color, lw=0.6, ls=":")
+    ax.set_xlabel("characters seen in all runs (millions)")
+    ax.set_ylabel("validation bits/char (64 windows)")
+    ax.set_ylim(top=min(5, ax.get_ylim()[1]))
+    ax.legend(title="dotted: a run warm-started from the previous one", fontsize=8, title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def target_rows(ar_bpc, ratio, anc64, real_bpc) -> list:
+    """(target, value, met) for each of the Part 3 targets."""
+    q = anc64["twin_bpc"] / real_bpc
+    return [("AR twin, validation bits/char <= 2.10", f"{ar_bpc:.3f}", ar_bpc <= 2.10),
+            ("MDLM bound / twin <= 1.20", f"{ratio:.3f}", ratio <= 1.20),
+            ("MDLM bound / twin <= 1.15 (stretch)", f"{ratio:.3f}", ratio <= 1.15),
+            ("64-step ancestral samples: twin bits/char <= 1.30x real text's", f"{q:.2f}x", q <= 1.30),
+            ("64-step ancestral samples: unigram entropy >= 4.5 bits", f"{anc64['entropy']:.3f}", anc64["entropy"] >= 4.5)]
 
 
 def main(argv=None):
@@ -137,7 +177,8 @@ def main(argv=None):
              f"CPU, {threads} torch thread(s); models: `shakespeare_mdlm` ({card_d['parameter_count']:,} params, "
              f"{card_d['totals']['characters']:,} characters and {card_d['totals']['hours']:.2f} CPU-hours of training in all, "
              f"the twin's included) and `shakespeare_ar` ({card_a['parameter_count']:,} params, "
-             f"{card_a['totals']['characters']:,} characters, {card_a['totals']['hours']:.2f} CPU-hours); {card_d['hardware']}.",
+             f"{card_a['totals']['characters']:,} characters, {card_a['totals']['hours']:.2f} CPU-hours). "
+             f"Measured on {hardware()}.",
              "", "## Validation bits per character (held-out plays)", "",
              "| model | bits/char | Monte Carlo s.e. | kind |", "|---|---|---|---|",
              f"| masked diffusion (MDLM) | {d['bpc']:.4f} | {d['mc_se']:.4f} | upper bound (ELBO), {repeats} repeats |",
@@ -170,6 +211,21 @@ def main(argv=None):
               "a diffusion call processes the whole window, so calls are not equally expensive.", "",
               "First 80 characters of the first sample of each setting:", ""]
     lines += [f"* {r['sampler']}, {r['steps']} steps: `{r['example']!r}`" for r in rows]
+    curves = {name: learning_curve(card) for name, card in (("shakespeare_ar", card_a), ("shakespeare_mdlm", card_d))}
+    lines += ["", "## Learning curves (model cards, every run of each lineage)", "",
+              "| model | run | init | steps | characters in all after it | validation bits/char (64 windows) at its end |",
+              "|---|---|---|---|---|---|"]
+    for name, card in (("shakespeare_ar", card_a), ("shakespeare_mdlm", card_d)):
+        for k, run in enumerate(card["runs"]):
+            end = [p for p in curves[name] if p["run"] == k][-1]
+            lines.append(f"| {name} | {k + 1} | {run.get('init') or '-'} | {run['steps']:,} | {end['characters']:,} | "
+                         f"{end['val_bpc_64']:.3f} |")
+    lines += ["", "Figure: `benchmarks/results/text_learning_curves.png`. The diffusion model's lineage begins with "
+              "the twin's first run, the one it was adapted from.", ""]
+    anc64 = next(r for r in rows if r["sampler"] == "ancestral" and r["steps"] == 64) if not args.quick else rows[0]
+    targets = target_rows(a["bpc"], ratio, anc64, ref_bpc)
+    lines += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {'met' if ok else 'missed'} |" for t, v, ok in targets]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
@@ -187,10 +243,13 @@ def main(argv=None):
                                  "scratch_characters": card_s["totals"]["characters"],
                                  "mdlm_characters": card_d["totals"]["characters"], "curves": adapt_rows},
                   "samplers": rows, "real_text": {"twin_bpc": ref_bpc, "entropy": ref_ent},
+                  "learning_curves": curves, "targets": [dict(target=t, value=v, met=ok) for t, v, ok in targets],
+                  "measured_on": hardware(),
                   "date": time.strftime("%Y-%m-%d %H:%M")}
         json_path = Path(args.out).with_suffix(".json")
         json_path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out} and {json_path}")
+        plot_curves(curves, Path(args.out).with_name("text_learning_curves.png"))
+        print(f"wrote {args.out}, {json_path} and {Path(args.out).with_name('text_learning_curves.png')}")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,20 @@ def lineage(card: dict) -> list:
     return [{k: card[k] for k in keep if k in card}]
 
 
+def learning_curve(card: dict, unit: str = "characters") -> list:
+    """A checkpoint's validation curve over its whole lineage, run after run.
+
+    Each point: the run it belongs to (0 = the first), its step within that run, the `unit`s
+    (characters, images, ...) seen by then in all runs together, and the run's logged metrics.
+    """
+    seen, points = 0, []
+    for k, run in enumerate(lineage(card)):
+        for p in run.get("curve", []):
+            points.append({**p, "run": k, unit: seen + p[unit]})
+        seen += run.get(unit, 0)
+    return points
+
+
 def totals(runs: list) -> dict:
     """Sum steps, wall time and every counted unit (images, characters, ...) over a lineage."""
     out = {"runs": len(runs)}

@@ -166,6 +166,18 @@ def test_warm_start_keeps_the_lineage(tmp_path, assets):
     assert "--init" in card["command"]
 
 
+def test_learning_curve_counts_every_run_of_the_lineage():
+    card = {"runs": [{"characters": 100, "curve": [{"step": 5, "characters": 50, "val": 3.0},
+                                                   {"step": 10, "characters": 100, "val": 2.0}]},
+                     {"characters": 40, "curve": [{"step": 4, "characters": 40, "val": 1.5}]},
+                     {"characters": 10}]}
+    points = runs.learning_curve(card)
+    assert [(p["run"], p["step"], p["characters"], p["val"]) for p in points] == [
+        (0, 5, 50, 3.0), (0, 10, 100, 2.0), (1, 4, 140, 1.5)]
+    assert card["runs"][1]["curve"][0]["characters"] == 40          # the card is left as it was
+    assert runs.learning_curve({"steps": 3, "command": "x"}) == []  # an old card without curves
+
+
 def test_warm_start_refuses_another_shape_or_task(tmp_path, assets):
     run(write(tmp_path, steps=2), tmp_path / "first", "--ship")
     init = str(assets / "tiny_linear.safetensors")
