@@ -3,14 +3,13 @@
     python -m diffedu.train configs/text_ar.json   --ship   # the autoregressive twin -> shakespeare_ar
     python -m diffedu.train configs/text_mdlm_adapt.json --init assets/checkpoints/shakespeare_ar.safetensors --ship
                                         # masked diffusion LM adapted from the twin -> shakespeare_mdlm
-    python -m diffedu.train configs/text_mdlm.json --ship   # the same model from scratch (configs/text_mdlm_scratch.json
-                                        # is the control of lesson 11, with the adaptation's steps and schedule)
+    python -m diffedu.train configs/text_mdlm_scratch.json --ship  # the same, from scratch -> lesson 11's control
     python -m diffedu.train configs/text_udlm.json --ship   # uniform-noise diffusion LM -> shakespeare_udlm
     python -m diffedu.train configs/text_gidd_pu050.json --init assets/checkpoints/shakespeare_mdlm_scratch.safetensors --ship
                                         # masking + uniform noise, p_u = 0.5 -> shakespeare_gidd_pu050 (also pu000/010/025)
     python -m diffedu.train configs/text_embed.json --ship  # Gaussian diffusion on embeddings -> shakespeare_embed
 
-The two configs are identical except for the task (and so model.causal). Both tasks:
+configs/text_ar.json and text_mdlm.json differ only in the task (and so model.causal). Both tasks:
     batches   random windows of `context` characters from the training plays;
     evaluate  bits per character on the validation plays (for the model card).
 The masked task draws t and the mask in `batches` from the trainer's generator (re-seeded from
